@@ -1,0 +1,497 @@
+//! Exact, order-independent sums of `f64` values and of their squares.
+//!
+//! Every finite `f64` is an integer multiple of 2^-1074, and every square of
+//! one is an integer multiple of 2^-2148. So a sum of values (or of squares)
+//! is a big integer times a fixed power of two, and integer addition is
+//! associative and commutative: the same multiset of values gives the same
+//! integer whatever the order, the partitioning or the merge tree. That is
+//! what lets the batch and speed layers agree to the bit.
+//!
+//! [`FixedAcc`] holds that integer as 32-bit chunks in `i64` limbs, covering
+//! only the range of chunks that values have touched. Each limb has 31 bits of
+//! headroom, so carries are propagated only every 2^30 additions (Neal's
+//! "small superaccumulator"). Results are rounded once, correctly, from the
+//! exact integers (round to nearest, ties to even).
+
+use num_bigint::{BigInt, BigUint};
+use num_traits::{Signed, ToPrimitive, Zero};
+
+use crate::encoding::{DecodeError, Reader, Writer};
+
+const CHUNK_BITS: u32 = 32;
+const MASK: i64 = 0xFFFF_FFFF;
+/// Carry propagation is due after this many additions; each adds under
+/// 2^32 in magnitude to a limb, and limbs hold 2^63.
+const NORMALIZE_EVERY: u32 = 1 << 30;
+
+/// A big signed fixed-point integer: `sum(limbs[j] * 2^(32 * (base + j)))`.
+///
+/// Canonical form (after [`FixedAcc::normalize`]): every limb but the top in
+/// `[0, 2^32)`, the top limb signed and neither `0` nor `-1` (unless it is
+/// the only limb and the value is `-1` chunk), no zero limb at the bottom,
+/// and `base == 0` when the value is zero. Equal values have equal canonical
+/// forms, so encodings compare bit for bit.
+#[derive(Clone, Debug, Default)]
+pub struct FixedAcc {
+    base: u32,
+    limbs: Vec<i64>,
+    pending: u32,
+}
+
+impl FixedAcc {
+    /// Adds or subtracts `v` (any `u64`) times 2^`bitpos`.
+    #[inline]
+    fn add_u64(&mut self, v: u64, bitpos: u32, negative: bool) {
+        let chunk = bitpos / CHUNK_BITS;
+        let shifted = u128::from(v) << (bitpos % CHUNK_BITS);
+        let i = self.ensure(chunk);
+        // Two's-complement negation of each chunk, branch free.
+        let sign = -i64::from(negative);
+        let c0 = (shifted as i64) & MASK;
+        let c1 = ((shifted >> 32) as i64) & MASK;
+        let c2 = (shifted >> 64) as i64;
+        self.limbs[i] += (c0 ^ sign) - sign;
+        self.limbs[i + 1] += (c1 ^ sign) - sign;
+        self.limbs[i + 2] += (c2 ^ sign) - sign;
+        self.pending += 1;
+        if self.pending >= NORMALIZE_EVERY {
+            self.normalize();
+        }
+    }
+
+    /// Makes limbs cover chunks `chunk..chunk + 3` and returns the index of
+    /// `chunk` in `limbs`.
+    #[inline]
+    fn ensure(&mut self, chunk: u32) -> usize {
+        if self.limbs.is_empty() {
+            self.base = chunk;
+            self.limbs.resize(3, 0);
+            return 0;
+        }
+        if chunk < self.base {
+            let grow = (self.base - chunk) as usize;
+            self.limbs.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = chunk;
+        }
+        let i = (chunk - self.base) as usize;
+        if i + 3 > self.limbs.len() {
+            self.limbs.resize(i + 3, 0);
+        }
+        i
+    }
+
+    /// Adds another accumulator.
+    pub fn merge(&mut self, other: &Self) {
+        if other.limbs.is_empty() {
+            return;
+        }
+        if self.pending.saturating_add(other.pending) >= NORMALIZE_EVERY - 1 {
+            self.normalize();
+        }
+        let first = self.ensure(other.base);
+        let need = first + other.limbs.len();
+        if need > self.limbs.len() {
+            self.limbs.resize(need, 0);
+        }
+        for (dst, src) in self.limbs[first..].iter_mut().zip(&other.limbs) {
+            *dst += *src;
+        }
+        // `other` may not be normalized: its limbs count as its pending adds.
+        self.pending += other.pending.max(1);
+        if self.pending >= NORMALIZE_EVERY {
+            self.normalize();
+        }
+    }
+
+    /// Propagates carries and trims, giving the canonical form.
+    pub fn normalize(&mut self) {
+        let mut carry = 0i64;
+        for limb in &mut self.limbs {
+            let v = *limb + carry;
+            *limb = v & MASK;
+            carry = v >> CHUNK_BITS;
+        }
+        while carry != 0 && carry != -1 {
+            self.limbs.push(carry & MASK);
+            carry >>= CHUNK_BITS;
+        }
+        if carry == -1 {
+            self.limbs.push(-1);
+        }
+        // The top limb is signed: fold a -1 top into the limb below, and
+        // drop zero tops, until the shortest form remains.
+        while let Some(&top) = self.limbs.last() {
+            if top == 0 {
+                self.limbs.pop();
+            } else if top == -1 && self.limbs.len() > 1 {
+                self.limbs.pop();
+                if let Some(below) = self.limbs.last_mut() {
+                    *below -= 1 << CHUNK_BITS;
+                }
+            } else {
+                break;
+            }
+        }
+        let low_zeros = self.limbs.iter().take_while(|&&l| l == 0).count();
+        if low_zeros > 0 {
+            self.limbs.drain(..low_zeros);
+            self.base += low_zeros as u32;
+        }
+        if self.limbs.is_empty() {
+            self.base = 0;
+        }
+        self.pending = 0;
+    }
+
+    fn canonical(&self) -> Self {
+        let mut c = self.clone();
+        c.normalize();
+        c
+    }
+
+    /// The exact integer value.
+    pub fn to_bigint(&self) -> BigInt {
+        let c = self.canonical();
+        let mut v = BigInt::zero();
+        for &limb in c.limbs.iter().rev() {
+            v = (v << CHUNK_BITS) + BigInt::from(limb);
+        }
+        v << (CHUNK_BITS as usize * c.base as usize)
+    }
+
+    /// Whether the value is zero.
+    pub fn is_zero(&self) -> bool {
+        self.canonical().limbs.is_empty()
+    }
+
+    /// Writes the canonical form.
+    pub fn encode(&self, w: &mut Writer) {
+        let c = self.canonical();
+        w.uvar(u64::from(c.base));
+        w.uvar(c.limbs.len() as u64);
+        for &l in &c.limbs {
+            w.ivar(l);
+        }
+    }
+
+    /// Reads a canonical form written by [`FixedAcc::encode`], refusing any
+    /// other form so that a decoded state re-encodes to the same bytes.
+    pub fn decode(r: &mut Reader<'_>, max_chunks: u32) -> Result<Self, DecodeError> {
+        let base = r.uvar("sum base")?;
+        let n = r.len("sum limbs", 1)?;
+        let base = u32::try_from(base).map_err(|_| DecodeError::Invalid("sum base"))?;
+        if u64::from(base) + n as u64 > u64::from(max_chunks) + 2 {
+            return Err(DecodeError::Invalid("sum range"));
+        }
+        let mut limbs = Vec::with_capacity(n);
+        for _ in 0..n {
+            limbs.push(r.ivar("sum limb")?);
+        }
+        let acc = Self {
+            base,
+            limbs,
+            pending: 0,
+        };
+        let canon = acc.canonical();
+        if canon.base != acc.base || canon.limbs != acc.limbs {
+            return Err(DecodeError::Invalid("sum: not in canonical form"));
+        }
+        Ok(acc)
+    }
+}
+
+impl PartialEq for FixedAcc {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.canonical(), other.canonical());
+        a.base == b.base && a.limbs == b.limbs
+    }
+}
+
+impl Eq for FixedAcc {}
+
+/// Splits a finite `f64` into sign, integer significand and the position of
+/// its unit bit counted from 2^-1074: `|x| = m * 2^(pos - 1074)`.
+#[inline]
+fn split(x: f64) -> (bool, u64, u32) {
+    let bits = x.to_bits();
+    let negative = bits >> 63 != 0;
+    let biased = ((bits >> 52) & 0x7ff) as u32;
+    let frac = bits & ((1 << 52) - 1);
+    if biased == 0 {
+        (negative, frac, 0)
+    } else {
+        (negative, frac | (1 << 52), biased - 1)
+    }
+}
+
+/// The exact sum of `f64` values, in units of 2^-1074.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExactSum(FixedAcc);
+
+impl ExactSum {
+    /// Chunks that can ever be touched: 2^-1074 .. 2^1024 plus carries.
+    const MAX_CHUNKS: u32 = 2200 / CHUNK_BITS;
+
+    /// Adds one finite value. Infinities and NaN must be rejected upstream.
+    #[inline]
+    pub fn fold(&mut self, x: f64) {
+        let (negative, m, pos) = split(x);
+        if m != 0 {
+            self.0.add_u64(m, pos, negative);
+        }
+    }
+
+    /// Adds another sum.
+    pub fn merge(&mut self, other: &Self) {
+        self.0.merge(&other.0);
+    }
+
+    /// The exact sum as a big integer in units of 2^-1074.
+    pub fn units(&self) -> BigInt {
+        self.0.to_bigint()
+    }
+
+    /// The sum, correctly rounded to `f64` (overflowing to infinity).
+    pub fn value(&self) -> f64 {
+        let v = self.units();
+        round_scaled(v.magnitude(), v.is_negative(), -1074, false)
+    }
+
+    /// The exact mean `sum / n`, correctly rounded; `None` when `n == 0`.
+    pub fn mean(&self, n: u64) -> Option<f64> {
+        if n == 0 {
+            return None;
+        }
+        let v = self.units();
+        Some(round_ratio(
+            v.magnitude(),
+            v.is_negative(),
+            -1074,
+            &BigUint::from(n),
+        ))
+    }
+
+    /// Writes the canonical form.
+    pub fn encode(&self, w: &mut Writer) {
+        self.0.encode(w);
+    }
+
+    /// Reads what [`ExactSum::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        FixedAcc::decode(r, Self::MAX_CHUNKS).map(Self)
+    }
+}
+
+/// The exact sum of squares of `f64` values, in units of 2^-2148.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExactSumSq(FixedAcc);
+
+impl ExactSumSq {
+    /// Chunks that can ever be touched: 2^-2148 .. 2^2048 plus carries.
+    const MAX_CHUNKS: u32 = 4300 / CHUNK_BITS;
+
+    /// Adds the square of one finite value.
+    #[inline]
+    pub fn fold(&mut self, x: f64) {
+        let (_, m, pos) = split(x);
+        if m != 0 {
+            // x^2 = m^2 * 2^(2 pos - 2148): a 106-bit product at bit 2 pos.
+            let sq = u128::from(m) * u128::from(m);
+            self.0.add_u64(sq as u64, 2 * pos, false);
+            let hi = (sq >> 64) as u64;
+            if hi != 0 {
+                self.0.add_u64(hi, 2 * pos + 64, false);
+            }
+        }
+    }
+
+    /// Adds another sum of squares.
+    pub fn merge(&mut self, other: &Self) {
+        self.0.merge(&other.0);
+    }
+
+    /// The exact sum of squares in units of 2^-2148.
+    pub fn units(&self) -> BigInt {
+        self.0.to_bigint()
+    }
+
+    /// Writes the canonical form.
+    pub fn encode(&self, w: &mut Writer) {
+        self.0.encode(w);
+    }
+
+    /// Reads what [`ExactSumSq::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        FixedAcc::decode(r, Self::MAX_CHUNKS).map(Self)
+    }
+}
+
+/// The sample standard deviation from exact count, sum and sum of squares:
+/// `sqrt((n * S2 - S1^2) / (n (n - 1)))`, computed on the exact integers and
+/// rounded once. `None` when `n < 2`.
+pub fn sample_stddev(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> {
+    if n < 2 {
+        return None;
+    }
+    let a = sum.units(); // x 2^-1074
+    let b = sumsq.units(); // x 2^-2148
+    let d = BigInt::from(n) * b - &a * &a; // x 2^-2148, >= 0 by Cauchy-Schwarz
+    if !d.is_positive() {
+        return Some(0.0);
+    }
+    let d = d.magnitude();
+    let denom = BigUint::from(n) * BigUint::from(n - 1);
+    // Scale so that the quotient has >= 132 bits and its root >= 66.
+    let want = 132i64 + denom.bits() as i64 - d.bits() as i64;
+    let k = ((want.max(0) + 1) / 2) as usize;
+    let scaled = d << (2 * k);
+    let q = &scaled / &denom;
+    let exact_div = (&q * &denom) == scaled;
+    let s = q.sqrt();
+    let sticky = !exact_div || &s * &s != q;
+    Some(round_scaled(&s, false, -1074 - k as i64, sticky))
+}
+
+/// Rounds `(mag / den) * 2^exp` to the nearest `f64`.
+fn round_ratio(mag: &BigUint, negative: bool, exp: i64, den: &BigUint) -> f64 {
+    if mag.is_zero() {
+        return if negative { -0.0 } else { 0.0 };
+    }
+    let want = 66i64 + den.bits() as i64 - mag.bits() as i64;
+    let k = want.max(0) as usize;
+    let scaled = mag << k;
+    let q = &scaled / den;
+    let sticky = &q * den != scaled;
+    round_scaled(&q, negative, exp - k as i64, sticky)
+}
+
+/// Rounds `±(mag + e) * 2^exp` to the nearest `f64`, ties to even, where
+/// `sticky` says whether `e`, a fraction in (0, 1), is non-zero.
+pub(crate) fn round_scaled(mag: &BigUint, negative: bool, exp: i64, sticky: bool) -> f64 {
+    let signed = |x: f64| if negative { -x } else { x };
+    if mag.is_zero() {
+        return signed(0.0);
+    }
+    let nbits = mag.bits() as i64;
+    let top = exp + nbits - 1; // binary exponent of the leading bit
+    if top > 1023 {
+        return signed(f64::INFINITY);
+    }
+    // Significant bits available at this magnitude (fewer when subnormal).
+    let precision = 53.min(top + 1075);
+    let drop = nbits - precision;
+    let (q, e) = if drop <= 0 {
+        (mag.to_u64().unwrap_or(0), exp)
+    } else {
+        let d = drop as u64;
+        let mut q = (mag >> d).to_u64().unwrap_or(0);
+        let half = mag.bit(d - 1);
+        let below = sticky || (d >= 2 && mag.trailing_zeros().is_some_and(|tz| tz < d - 1));
+        if half && (below || q & 1 == 1) {
+            q += 1;
+        }
+        (q, exp + drop)
+    };
+    signed(ldexp(q as f64, e))
+}
+
+/// `x * 2^e` for `x` an integer below 2^54, exact whenever the result is
+/// representable.
+fn ldexp(mut x: f64, mut e: i64) -> f64 {
+    let pow2 = |e: i64| f64::from_bits(((e + 1023) as u64) << 52);
+    while e > 1023 {
+        x *= pow2(1023);
+        e -= 1023;
+    }
+    while e < -1022 {
+        x *= pow2(-1022);
+        e += 1022;
+        if x == 0.0 {
+            return 0.0;
+        }
+    }
+    x * pow2(e)
+}
+
+/// The exact value of `x` in units of 2^-1074, for tests.
+#[cfg(test)]
+pub(crate) fn units_of(x: f64) -> BigInt {
+    let (negative, m, pos) = split(x);
+    let v = BigInt::from(m) << pos as usize;
+    if negative { -v } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum_of(xs: &[f64]) -> ExactSum {
+        let mut s = ExactSum::default();
+        for &x in xs {
+            s.fold(x);
+        }
+        s
+    }
+
+    #[test]
+    fn cancellation_is_exact() {
+        let s = sum_of(&[1e308, 1.0, -1e308, 1e-308, -1.0]);
+        assert_eq!(s.value(), 1e-308);
+        let s = sum_of(&[0.1, 0.2, -0.3]);
+        // 0.1 + 0.2 - 0.3 in exact binary arithmetic.
+        let exact = units_of(0.1) + units_of(0.2) - units_of(0.3);
+        assert_eq!(s.units(), exact);
+        assert_eq!(s.value(), 2.0f64.powi(-55));
+    }
+
+    #[test]
+    fn rounding_is_correct_at_the_edges() {
+        assert_eq!(sum_of(&[f64::MAX, f64::MAX]).value(), f64::INFINITY);
+        assert_eq!(
+            sum_of(&[f64::MIN_POSITIVE / 4.0]).value(),
+            f64::MIN_POSITIVE / 4.0
+        );
+        assert_eq!(sum_of(&[5e-324, 5e-324, 5e-324]).value(), 1.5e-323);
+        assert_eq!(sum_of(&[-0.0]).value(), 0.0);
+        assert_eq!(sum_of(&[1.0, 2f64.powi(-53)]).value(), 1.0); // tie to even
+        assert_eq!(
+            sum_of(&[1.0, 2f64.powi(-53), 2f64.powi(-80)]).value(),
+            1.0 + f64::EPSILON
+        );
+        assert_eq!(sum_of(&[]).value(), 0.0);
+    }
+
+    #[test]
+    fn negative_values_normalise_canonically() {
+        let a = sum_of(&[-1.0, -2.0, 0.5]);
+        let b = sum_of(&[0.5, -3.0]);
+        assert_eq!(a, b);
+        let (mut wa, mut wb) = (Writer::new(), Writer::new());
+        a.encode(&mut wa);
+        b.encode(&mut wb);
+        assert_eq!(wa.into_bytes(), wb.into_bytes());
+        assert_eq!(a.value(), -2.5);
+    }
+
+    #[test]
+    fn stddev_of_near_constant_values() {
+        let xs = [1e6 + 1e-3, 1e6 - 1e-3, 1e6 + 1e-3, 1e6 - 1e-3];
+        let mut s = ExactSum::default();
+        let mut q = ExactSumSq::default();
+        for &x in &xs {
+            s.fold(x);
+            q.fold(x);
+        }
+        let sd = sample_stddev(4, &s, &q).unwrap();
+        // The f64 inputs are not exactly 1e6 ± 1e-3; compare with the deviation
+        // computed from the actual inputs in plain arithmetic around 1e6.
+        let devs: Vec<f64> = xs.iter().map(|x| x - 1e6).collect();
+        let m = devs.iter().sum::<f64>() / 4.0;
+        let v = devs.iter().map(|d| (d - m) * (d - m)).sum::<f64>() / 3.0;
+        assert!(
+            (sd - v.sqrt()).abs() / v.sqrt() < 1e-9,
+            "{sd} vs {}",
+            v.sqrt()
+        );
+    }
+}

@@ -1,0 +1,431 @@
+//! Aggregate states, written once for both layers.
+//!
+//! Each aggregate of a view is backed by one mergeable state type:
+//!
+//! | aggregate | state |
+//! |---|---|
+//! | `count` | the count kept by every [`AggState`] |
+//! | `sum` | [`ExactSum`] |
+//! | `min`, `max` | [`Min`], [`Max`] (total order, so `-0.0 < +0.0`) |
+//! | `mean` | count and [`ExactSum`] |
+//! | `stddev` | count, [`ExactSum`] and [`ExactSumSq`] (sample deviation) |
+//! | `quantiles` | [`DdSketch`] (p50, p90, p95, p99 within 1%) |
+//! | `distinct_devices` | [`Hll`] over [`crate::hash::device_hash`] |
+//!
+//! [`AggState`] holds just the parts a view's aggregates need. The speed
+//! layer folds readings into it one at a time; the batch layer runs the very
+//! same type inside DataFusion. For the same multiset of readings it is the
+//! same state to the bit, whatever the order, the partitioning or the merge
+//! tree, and its encoding (see [`AggState::encode`]) is canonical.
+
+mod exact;
+mod hll;
+mod sketch;
+
+pub use exact::{ExactSum, ExactSumSq, FixedAcc, sample_stddev};
+pub use hll::{Hll, SPARSE_LIMIT};
+pub use sketch::{DdSketch, MAX_BUCKETS, RELATIVE_ACCURACY};
+
+use std::fmt;
+
+use crate::encoding::{DecodeError, Reader, Writer};
+
+/// The aggregates a view may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Aggregate {
+    /// Readings counted.
+    Count,
+    /// Exact sum of values.
+    Sum,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Exact mean.
+    Mean,
+    /// Sample standard deviation.
+    Stddev,
+    /// p50, p90, p95 and p99.
+    Quantiles,
+    /// Distinct device ids.
+    DistinctDevices,
+}
+
+impl Aggregate {
+    /// Every aggregate, in column order.
+    pub const ALL: [Aggregate; 8] = [
+        Self::Count,
+        Self::Sum,
+        Self::Min,
+        Self::Max,
+        Self::Mean,
+        Self::Stddev,
+        Self::Quantiles,
+        Self::DistinctDevices,
+    ];
+
+    /// The name used in `views.toml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Sum => "sum",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Mean => "mean",
+            Self::Stddev => "stddev",
+            Self::Quantiles => "quantiles",
+            Self::DistinctDevices => "distinct_devices",
+        }
+    }
+
+    /// Parses a name from `views.toml`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The output columns this aggregate produces.
+    pub fn columns(self) -> &'static [Column] {
+        match self {
+            Self::Count => &[Column::Count],
+            Self::Sum => &[Column::Sum],
+            Self::Min => &[Column::Min],
+            Self::Max => &[Column::Max],
+            Self::Mean => &[Column::Mean],
+            Self::Stddev => &[Column::Stddev],
+            Self::Quantiles => &[Column::P50, Column::P90, Column::P95, Column::P99],
+            Self::DistinctDevices => &[Column::DistinctDevices],
+        }
+    }
+
+    fn parts(self) -> u8 {
+        match self {
+            Self::Count => 0,
+            Self::Sum | Self::Mean => Parts::SUM,
+            Self::Min => Parts::MIN,
+            Self::Max => Parts::MAX,
+            Self::Stddev => Parts::SUM | Parts::SUMSQ,
+            Self::Quantiles => Parts::SKETCH,
+            Self::DistinctDevices => Parts::HLL,
+        }
+    }
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One output column of a view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Column {
+    /// `count`
+    Count,
+    /// `sum`
+    Sum,
+    /// `min`
+    Min,
+    /// `max`
+    Max,
+    /// `mean`
+    Mean,
+    /// `stddev`
+    Stddev,
+    /// `p50`
+    P50,
+    /// `p90`
+    P90,
+    /// `p95`
+    P95,
+    /// `p99`
+    P99,
+    /// `distinct_devices`
+    DistinctDevices,
+}
+
+impl Column {
+    /// The column's name in answers and Parquet files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Sum => "sum",
+            Self::Min => "min",
+            Self::Max => "max",
+            Self::Mean => "mean",
+            Self::Stddev => "stddev",
+            Self::P50 => "p50",
+            Self::P90 => "p90",
+            Self::P95 => "p95",
+            Self::P99 => "p99",
+            Self::DistinctDevices => "distinct_devices",
+        }
+    }
+
+    /// The quantile a percentile column stands for.
+    pub fn quantile(self) -> Option<f64> {
+        match self {
+            Self::P50 => Some(0.5),
+            Self::P90 => Some(0.9),
+            Self::P95 => Some(0.95),
+            Self::P99 => Some(0.99),
+            _ => None,
+        }
+    }
+}
+
+/// Which state parts an [`AggState`] carries, as bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Parts(u8);
+
+impl Parts {
+    const SUM: u8 = 1;
+    const SUMSQ: u8 = 2;
+    const MIN: u8 = 4;
+    const MAX: u8 = 8;
+    const SKETCH: u8 = 16;
+    const HLL: u8 = 32;
+    const KNOWN: u8 = 63;
+
+    /// The parts that the given aggregates need.
+    pub fn for_aggregates(aggs: impl IntoIterator<Item = Aggregate>) -> Self {
+        Self(aggs.into_iter().fold(0, |bits, a| bits | a.parts()))
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// The smallest value under IEEE total order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Min(pub f64);
+
+impl Default for Min {
+    fn default() -> Self {
+        Self(f64::INFINITY)
+    }
+}
+
+impl Min {
+    /// Adds one value.
+    #[inline]
+    pub fn fold(&mut self, x: f64) {
+        if x.total_cmp(&self.0).is_lt() {
+            self.0 = x;
+        }
+    }
+}
+
+/// The largest value under IEEE total order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Max(pub f64);
+
+impl Default for Max {
+    fn default() -> Self {
+        Self(f64::NEG_INFINITY)
+    }
+}
+
+impl Max {
+    /// Adds one value.
+    #[inline]
+    pub fn fold(&mut self, x: f64) {
+        if x.total_cmp(&self.0).is_gt() {
+            self.0 = x;
+        }
+    }
+}
+
+const STATE_VERSION: u8 = 1;
+
+/// The aggregate state of one (window, group): a count plus the parts that
+/// the view's aggregates need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggState {
+    parts: Parts,
+    count: u64,
+    sum: Option<ExactSum>,
+    sumsq: Option<ExactSumSq>,
+    min: Option<Min>,
+    max: Option<Max>,
+    sketch: Option<DdSketch>,
+    hll: Option<Hll>,
+}
+
+impl AggState {
+    /// An empty state carrying `parts`.
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            parts,
+            count: 0,
+            sum: parts.has(Parts::SUM).then(ExactSum::default),
+            sumsq: parts.has(Parts::SUMSQ).then(ExactSumSq::default),
+            min: parts.has(Parts::MIN).then(Min::default),
+            max: parts.has(Parts::MAX).then(Max::default),
+            sketch: parts.has(Parts::SKETCH).then(DdSketch::default),
+            hll: parts.has(Parts::HLL).then(Hll::default),
+        }
+    }
+
+    /// The parts this state carries.
+    pub fn parts(&self) -> Parts {
+        self.parts
+    }
+
+    /// Readings folded in.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Folds one reading's value (finite) and its device hash.
+    #[inline]
+    pub fn fold(&mut self, value: f64, device_hash: u64) {
+        self.count += 1;
+        if let Some(s) = &mut self.sum {
+            s.fold(value);
+        }
+        if let Some(s) = &mut self.sumsq {
+            s.fold(value);
+        }
+        if let Some(m) = &mut self.min {
+            m.fold(value);
+        }
+        if let Some(m) = &mut self.max {
+            m.fold(value);
+        }
+        if let Some(s) = &mut self.sketch {
+            s.fold(value);
+        }
+        if let Some(h) = &mut self.hll {
+            h.fold(device_hash);
+        }
+    }
+
+    /// Adds another state of the same parts.
+    ///
+    /// # Panics
+    /// When the parts differ: states of one view always share them.
+    pub fn merge(&mut self, other: &Self) {
+        assert_eq!(self.parts, other.parts, "merging states of different views");
+        self.count += other.count;
+        if let (Some(a), Some(b)) = (&mut self.sum, &other.sum) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.sumsq, &other.sumsq) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.min, &other.min) {
+            a.fold(b.0);
+        }
+        if let (Some(a), Some(b)) = (&mut self.max, &other.max) {
+            a.fold(b.0);
+        }
+        if let (Some(a), Some(b)) = (&mut self.sketch, &other.sketch) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.hll, &other.hll) {
+            a.merge(b);
+        }
+    }
+
+    /// The value of one output column; `None` when undefined (no readings,
+    /// a deviation of fewer than two, or a part this state lacks).
+    pub fn value(&self, column: Column) -> Option<f64> {
+        let n = self.count;
+        match column {
+            Column::Count => Some(n as f64),
+            Column::Sum => self.sum.as_ref().map(ExactSum::value),
+            Column::Min => self.min.filter(|_| n > 0).map(|m| m.0),
+            Column::Max => self.max.filter(|_| n > 0).map(|m| m.0),
+            Column::Mean => self.sum.as_ref().and_then(|s| s.mean(n)),
+            Column::Stddev => match (&self.sum, &self.sumsq) {
+                (Some(s), Some(q)) => sample_stddev(n, s, q),
+                _ => None,
+            },
+            Column::P50 | Column::P90 | Column::P95 | Column::P99 => {
+                let q = column.quantile()?;
+                self.sketch.as_ref().and_then(|s| s.quantile(q))
+            }
+            Column::DistinctDevices => self.hll.as_ref().map(|h| h.estimate() as f64),
+        }
+    }
+
+    /// The canonical, versioned binary form. Equal states give equal bytes.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u8(STATE_VERSION);
+        w.u8(self.parts.0);
+        w.uvar(self.count);
+        if let Some(s) = &self.sum {
+            s.encode(w);
+        }
+        if let Some(s) = &self.sumsq {
+            s.encode(w);
+        }
+        if let Some(m) = &self.min {
+            w.f64(m.0);
+        }
+        if let Some(m) = &self.max {
+            w.f64(m.0);
+        }
+        if let Some(s) = &self.sketch {
+            s.encode(w);
+        }
+        if let Some(h) = &self.hll {
+            h.encode(w);
+        }
+    }
+
+    /// [`AggState::encode`] into a fresh vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+
+    /// Reads what [`AggState::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u8("state version")?;
+        if version != STATE_VERSION {
+            return Err(DecodeError::Version {
+                what: "aggregate state",
+                found: version,
+                supported: STATE_VERSION,
+            });
+        }
+        let bits = r.u8("state parts")?;
+        if bits & !Parts::KNOWN != 0 {
+            return Err(DecodeError::Invalid("state parts"));
+        }
+        let parts = Parts(bits);
+        let count = r.uvar("state count")?;
+        let mut state = Self::new(parts);
+        state.count = count;
+        if parts.has(Parts::SUM) {
+            state.sum = Some(ExactSum::decode(r)?);
+        }
+        if parts.has(Parts::SUMSQ) {
+            state.sumsq = Some(ExactSumSq::decode(r)?);
+        }
+        if parts.has(Parts::MIN) {
+            state.min = Some(Min(r.f64("state min")?));
+        }
+        if parts.has(Parts::MAX) {
+            state.max = Some(Max(r.f64("state max")?));
+        }
+        if parts.has(Parts::SKETCH) {
+            state.sketch = Some(DdSketch::decode(r)?);
+        }
+        if parts.has(Parts::HLL) {
+            state.hll = Some(Hll::decode(r)?);
+        }
+        Ok(state)
+    }
+
+    /// [`AggState::decode`] of a whole byte string.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let state = Self::decode(&mut r)?;
+        r.finish()?;
+        Ok(state)
+    }
+}

@@ -1,0 +1,34 @@
+//! Braid's pure core: the data model and every decision that both layers
+//! must make the same way.
+//!
+//! - [`reading`]: readings, records, validation; [`codec`]: their JSON form
+//!   in Kafka messages.
+//! - [`view`]: view definitions (`data/views.toml`); [`window`]: window
+//!   assignment; [`lateness`]: lateness classes; [`watermark`]: watermarks
+//!   and window states; [`dedup`]: the duplicate rule.
+//! - [`agg`]: the aggregate states, order-independent to the bit, and their
+//!   binary encoding ([`encoding`]).
+//! - [`merge`]: the exact batch ⊕ speed merge in log positions.
+//!
+//! What this crate deliberately does not do: IO of any kind. No clock is
+//! read (callers pass `now`), no file or socket is opened, there is no
+//! tokio and no rdkafka. The layers observe facts, call these functions and
+//! carry out the decisions, so most behaviour is tested here without a
+//! broker or a disk.
+
+pub mod agg;
+pub mod codec;
+pub mod dedup;
+pub mod encoding;
+pub mod hash;
+pub mod lateness;
+pub mod merge;
+pub mod reading;
+pub mod time;
+pub mod view;
+pub mod watermark;
+pub mod window;
+
+pub use agg::{AggState, Aggregate, Column, Parts};
+pub use reading::{FieldError, Limits, Position, Reading, Record};
+pub use view::{ViewDef, ViewSet, ViewsError};
