@@ -20,6 +20,11 @@ use crate::encoding::{DecodeError, Reader, Writer};
 
 const CHUNK_BITS: u32 = 32;
 const MASK: i64 = 0xFFFF_FFFF;
+/// Values per block of a slice fold: 1024 significands of under 2^53 fit
+/// an `i64`, and 1024 squares of under 2^106 a `u128`.
+const BLOCK: usize = 1024;
+/// Below this many values a slice is folded one value at a time.
+const SLICE_MIN: usize = 64;
 /// Carry propagation is due after this many additions; each adds under
 /// 2^32 in magnitude to a limb, and limbs hold 2^63.
 const NORMALIZE_EVERY: u32 = 1 << 30;
@@ -44,24 +49,41 @@ impl FixedAcc {
     fn add_u64(&mut self, v: u64, bitpos: u32, negative: bool) {
         let chunk = bitpos / CHUNK_BITS;
         let shifted = u128::from(v) << (bitpos % CHUNK_BITS);
-        let i = self.ensure(chunk);
         // Two's-complement negation of each chunk, branch free.
         let sign = -i64::from(negative);
-        let c0 = (shifted as i64) & MASK;
-        let c1 = ((shifted >> 32) as i64) & MASK;
-        let c2 = (shifted >> 64) as i64;
-        self.limbs[i] += (c0 ^ sign) - sign;
-        self.limbs[i + 1] += (c1 ^ sign) - sign;
-        self.limbs[i + 2] += (c2 ^ sign) - sign;
+        let c = [
+            (((shifted as i64) & MASK) ^ sign) - sign,
+            ((((shifted >> 32) as i64) & MASK) ^ sign) - sign,
+            (((shifted >> 64) as i64) ^ sign) - sign,
+        ];
+        let i = chunk.wrapping_sub(self.base) as usize;
+        match self.limbs.get_mut(i..i + 3) {
+            Some(l) => {
+                l[0] += c[0];
+                l[1] += c[1];
+                l[2] += c[2];
+            }
+            None => self.add_outside(chunk, c),
+        }
         self.pending += 1;
         if self.pending >= NORMALIZE_EVERY {
             self.normalize();
         }
     }
 
+    /// The rare path of [`FixedAcc::add_u64`]: the chunks are outside the
+    /// range held so far.
+    #[cold]
+    #[inline(never)]
+    fn add_outside(&mut self, chunk: u32, c: [i64; 3]) {
+        let i = self.ensure(chunk);
+        for (l, c) in self.limbs[i..i + 3].iter_mut().zip(c) {
+            *l += c;
+        }
+    }
+
     /// Makes limbs cover chunks `chunk..chunk + 3` and returns the index of
     /// `chunk` in `limbs`.
-    #[inline]
     fn ensure(&mut self, chunk: u32) -> usize {
         if self.limbs.is_empty() {
             self.base = chunk;
@@ -241,6 +263,41 @@ impl ExactSum {
         }
     }
 
+    /// Adds many finite values: the same result as folding them one by
+    /// one, several times faster (one `i64` per binary exponent, flushed
+    /// every 1,024 values, as in Neal's large superaccumulator).
+    pub fn fold_slice(&mut self, xs: &[f64]) {
+        if xs.len() < SLICE_MIN {
+            xs.iter().for_each(|&x| self.fold(x));
+            return;
+        }
+        let mut acc = vec![0i64; 2048];
+        for block in xs.chunks(BLOCK) {
+            let mut touched = [0u64; 32];
+            for &x in block {
+                let bits = x.to_bits();
+                let e = ((bits >> 52) & 0x7ff) as usize;
+                let frac = (bits & ((1 << 52) - 1)) as i64;
+                let m = frac | (i64::from(e != 0) << 52);
+                let sign = (bits as i64) >> 63;
+                acc[e] += (m ^ sign) - sign;
+                touched[e >> 6] |= 1 << (e & 63);
+            }
+            for (word, &bits) in touched.iter().enumerate() {
+                let mut bits = bits;
+                while bits != 0 {
+                    let e = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let v = std::mem::take(&mut acc[e]);
+                    if v != 0 {
+                        let pos = (e as u32).max(1) - 1;
+                        self.0.add_u64(v.unsigned_abs(), pos, v < 0);
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds another sum.
     pub fn merge(&mut self, other: &Self) {
         self.0.merge(&other.0);
@@ -305,6 +362,43 @@ impl ExactSumSq {
         }
     }
 
+    /// Adds the squares of many finite values: the same result as folding
+    /// them one by one (one `u128` per binary exponent, flushed every
+    /// 1,024 values).
+    pub fn fold_slice(&mut self, xs: &[f64]) {
+        if xs.len() < SLICE_MIN {
+            xs.iter().for_each(|&x| self.fold(x));
+            return;
+        }
+        let mut acc = vec![0u128; 2048];
+        for block in xs.chunks(BLOCK) {
+            let mut touched = [0u64; 32];
+            for &x in block {
+                let bits = x.to_bits();
+                let e = ((bits >> 52) & 0x7ff) as usize;
+                let m = (bits & ((1 << 52) - 1)) | (u64::from(e != 0) << 52);
+                acc[e] += u128::from(m) * u128::from(m);
+                touched[e >> 6] |= 1 << (e & 63);
+            }
+            for (word, &bits) in touched.iter().enumerate() {
+                let mut bits = bits;
+                while bits != 0 {
+                    let e = word * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let v = std::mem::take(&mut acc[e]);
+                    if v != 0 {
+                        let pos = 2 * ((e as u32).max(1) - 1);
+                        self.0.add_u64(v as u64, pos, false);
+                        let hi = (v >> 64) as u64;
+                        if hi != 0 {
+                            self.0.add_u64(hi, pos + 64, false);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds another sum of squares.
     pub fn merge(&mut self, other: &Self) {
         self.0.merge(&other.0);
@@ -323,6 +417,53 @@ impl ExactSumSq {
     /// Reads what [`ExactSumSq::encode`] wrote.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         FixedAcc::decode(r, Self::MAX_CHUNKS).map(Self)
+    }
+}
+
+/// Folds many values into a sum and a sum of squares in one pass over the
+/// slice: the same states as [`ExactSum::fold_slice`] and
+/// [`ExactSumSq::fold_slice`], reading each value once.
+pub fn fold_slice_moments(sum: &mut ExactSum, sumsq: &mut ExactSumSq, xs: &[f64]) {
+    if xs.len() < SLICE_MIN {
+        for &x in xs {
+            sum.fold(x);
+            sumsq.fold(x);
+        }
+        return;
+    }
+    let mut acc = vec![0i64; 2048];
+    let mut acc2 = vec![0u128; 2048];
+    for block in xs.chunks(BLOCK) {
+        let mut touched = [0u64; 32];
+        for &x in block {
+            let bits = x.to_bits();
+            let e = ((bits >> 52) & 0x7ff) as usize;
+            let m = (bits & ((1 << 52) - 1)) | (u64::from(e != 0) << 52);
+            let sign = (bits as i64) >> 63;
+            acc[e] += ((m as i64) ^ sign) - sign;
+            acc2[e] += u128::from(m) * u128::from(m);
+            touched[e >> 6] |= 1 << (e & 63);
+        }
+        for (word, &bits) in touched.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let e = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let pos = (e as u32).max(1) - 1;
+                let v = std::mem::take(&mut acc[e]);
+                if v != 0 {
+                    sum.0.add_u64(v.unsigned_abs(), pos, v < 0);
+                }
+                let q = std::mem::take(&mut acc2[e]);
+                if q != 0 {
+                    sumsq.0.add_u64(q as u64, 2 * pos, false);
+                    let hi = (q >> 64) as u64;
+                    if hi != 0 {
+                        sumsq.0.add_u64(hi, 2 * pos + 64, false);
+                    }
+                }
+            }
+        }
     }
 }
 

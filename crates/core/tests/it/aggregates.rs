@@ -22,7 +22,7 @@ fn value() -> impl Strategy<Value = f64> {
         2 => (-1000i32..1000).prop_map(|k| 1e6 + f64::from(k) * 1e-3),
         1 => Just(0.0),
         1 => Just(-0.0),
-        1 => (1u64..1 << 52).prop_map(|m| f64::from_bits(m)),
+        1 => (1u64..1 << 52).prop_map(f64::from_bits),
         1 => (1u64..1 << 52).prop_map(|m| -f64::from_bits(m)),
         1 => -1e300..1e300f64,
         1 => -1e-300..1e-300f64,
@@ -99,6 +99,20 @@ proptest! {
             let (a, b) = (merged.value(*col), reference.value(*col));
             prop_assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits), "column {:?}", col);
         }
+    }
+
+    /// Folding a slice at once gives the state of folding it value by
+    /// value, across block boundaries and with any prefix already folded.
+    #[test]
+    fn slice_fold_equals_value_fold(xs in readings(2500), split in any::<prop::sample::Index>()) {
+        let parts = all_parts();
+        let by_value = fold_all(parts, &xs);
+        let (head, tail) = xs.split_at(split.index(xs.len() + 1));
+        let mut by_slice = fold_all(parts, head);
+        let values: Vec<f64> = tail.iter().map(|p| p.0).collect();
+        let hashes: Vec<u64> = tail.iter().map(|p| device_hash(&format!("device-{}", p.1))).collect();
+        by_slice.fold_slice(&values, &hashes);
+        prop_assert_eq!(by_slice.to_bytes(), by_value.to_bytes());
     }
 
     /// Mean and sample stddev within 1e-12 relative of exact big-integer

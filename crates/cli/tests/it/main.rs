@@ -1,0 +1,26 @@
+//! Integration tests of the `braid` binary, run as a process.
+
+mod broker;
+mod views;
+
+use std::process::{Command, Output};
+
+/// Runs `braid` with `args` from the project root.
+pub fn braid(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env_remove("BRAID_BROKERS")
+        .output()
+        .expect("braid runs")
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
