@@ -8,7 +8,10 @@
 //!   and window states; [`dedup`]: the duplicate rule.
 //! - [`agg`]: the aggregate states, order-independent to the bit, and their
 //!   binary encoding ([`encoding`]).
-//! - [`merge`]: the exact batch ⊕ speed merge in log positions.
+//! - [`fold`]: every decision about one record, in its partition's log
+//!   order, for both layers.
+//! - [`merge`]: the exact batch ⊕ speed merge in log positions;
+//!   [`speedlog`]: the wire format of `braid.speed`.
 //!
 //! What this crate deliberately does not do: IO of any kind. No clock is
 //! read (callers pass `now`), no file or socket is opened, there is no
@@ -20,10 +23,12 @@ pub mod agg;
 pub mod codec;
 pub mod dedup;
 pub mod encoding;
+pub mod fold;
 pub mod hash;
 pub mod lateness;
 pub mod merge;
 pub mod reading;
+pub mod speedlog;
 pub mod time;
 pub mod view;
 pub mod watermark;

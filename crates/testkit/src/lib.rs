@@ -7,6 +7,7 @@
 //! Nothing here is used by the product.
 
 pub mod fixtures;
+pub mod logs;
 pub mod model;
 
 use braid_kafka::{BrokerStorage, EmbeddedBroker, ensure_topics};
@@ -40,4 +41,50 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// Produces `readings` into `braid.readings`, `per_message` to a message,
+/// keyed by device (so one device stays in one partition), and waits for
+/// every acknowledgement. `ingest_ts`, when given, is every message's
+/// timestamp (the readings' accept time).
+pub async fn produce(
+    brokers: &str,
+    readings: &[braid_core::Reading],
+    per_message: usize,
+    ingest_ts: Option<i64>,
+) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = braid_kafka::producer_config(brokers)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    let mut by_device: std::collections::BTreeMap<&str, Vec<braid_core::Reading>> =
+        Default::default();
+    for r in readings {
+        by_device.entry(&r.device_id).or_default().push(r.clone());
+    }
+    let mut pending = Vec::new();
+    for (device, rs) in &by_device {
+        for chunk in rs.chunks(per_message.max(1)) {
+            let payload = braid_core::codec::encode_message(chunk);
+            let mut record = FutureRecord::to(braid_kafka::Topics::READINGS)
+                .key(*device)
+                .payload(&payload);
+            if let Some(ts) = ingest_ts {
+                record = record.timestamp(ts);
+            }
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queued"),
+            );
+        }
+    }
+    for p in pending {
+        p.await
+            .expect("delivered")
+            .map_err(|(e, _)| e)
+            .expect("acknowledged");
+    }
 }

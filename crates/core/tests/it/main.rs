@@ -1,5 +1,7 @@
 //! Integration tests of braid-core, one binary so the build links once.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 mod aggregates;
 mod model;
 mod views_file;

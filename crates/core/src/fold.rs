@@ -1,0 +1,190 @@
+//! The per-partition fold: every decision about one record, made once, in
+//! the partition's log order, for both layers.
+//!
+//! [`PartitionFolder`] holds what those decisions need from earlier records
+//! of the partition (the dedup state and the largest event time) and, for a
+//! record, reports one [`Effect`] per view window it touches: applied (and
+//! whether late), pending (historical), or dropped as a duplicate. The speed
+//! layer carries the effects out on its states per epoch as records arrive;
+//! the batch layer carries them out in a sequential pass over the archive in
+//! offset order. Same rule, same order, same decisions.
+//!
+//! A record is late for a window when the window had ended by the
+//! partition's watermark before it (the largest earlier event time of the
+//! partition minus the view's `max_out_of_orderness`). Using the partition's
+//! own watermark, not the view-wide minimum, keeps the flag a function of
+//! the log alone, so a replay flags the same records.
+
+use std::collections::BTreeMap;
+
+use crate::agg::AggState;
+use crate::dedup::{DedupKey, Deduper};
+use crate::encoding::{DecodeError, Reader, Writer};
+use crate::hash::device_hash;
+use crate::lateness::LatenessClass;
+use crate::merge::Counters;
+use crate::reading::{Reading, Record};
+use crate::view::{Settings, ViewDef};
+use crate::window::WindowBounds;
+
+/// Group key values in the view's `group_by` order (`None`: tag absent).
+pub type GroupKey = Vec<Option<String>>;
+
+/// The group of a reading in a view.
+pub fn group_key(view: &ViewDef, r: &Reading) -> GroupKey {
+    view.group_by
+        .iter()
+        .map(|k| r.key_value(k).map(str::to_string))
+        .collect()
+}
+
+/// What a record does to one window of one view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Folded into the window's state.
+    Applied {
+        /// The window had already ended by the partition's watermark.
+        late: bool,
+    },
+    /// Historical: left to the batch layer, counted as pending.
+    Pending,
+    /// A duplicate: dropped and counted.
+    Duplicate,
+}
+
+impl Counters {
+    /// Counts one outcome.
+    pub fn count(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Applied { late } => {
+                self.readings += 1;
+                self.late_readings += u64::from(late);
+            }
+            Outcome::Pending => self.pending_historical += 1,
+            Outcome::Duplicate => self.duplicates_dropped += 1,
+        }
+    }
+}
+
+/// One effect of one record.
+#[derive(Debug)]
+pub struct Effect<'a> {
+    /// Index of the view in the view set.
+    pub view: usize,
+    /// The window.
+    pub window: WindowBounds,
+    /// The group.
+    pub group: &'a GroupKey,
+    /// What to do.
+    pub outcome: Outcome,
+}
+
+/// The fold state of one partition.
+#[derive(Clone, Debug)]
+pub struct PartitionFolder {
+    dedup: Deduper,
+    max_ts: Option<i64>,
+}
+
+impl PartitionFolder {
+    /// A partition with no records yet.
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            dedup: Deduper::new(settings.dedup_horizon_ms),
+            max_ts: None,
+        }
+    }
+
+    /// The largest event time seen in the partition.
+    pub fn max_event_ts(&self) -> Option<i64> {
+        self.max_ts
+    }
+
+    /// Dedup keys held.
+    pub fn dedup_keys(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// Decides on the next record of the partition, in offset order,
+    /// reporting each effect.
+    pub fn fold(&mut self, views: &[ViewDef], rec: &Record, mut effect: impl FnMut(Effect<'_>)) {
+        let r = &rec.reading;
+        let duplicate = self.dedup.is_duplicate(DedupKey::of(r), rec.ingest_ts);
+        let before = self.max_ts;
+        self.max_ts = Some(before.map_or(r.ts, |m| m.max(r.ts)));
+        for (view, def) in views.iter().enumerate() {
+            if !def.accepts_metric(&r.metric) {
+                continue;
+            }
+            let group = group_key(def, r);
+            let class = def.lateness.classify(r.ts, rec.ingest_ts);
+            let watermark = before.map(|m| m.saturating_sub(def.max_out_of_orderness_ms));
+            for window in def.windowing.assign(r.ts) {
+                let outcome = if duplicate {
+                    Outcome::Duplicate
+                } else if class == LatenessClass::Historical {
+                    Outcome::Pending
+                } else {
+                    Outcome::Applied {
+                        late: watermark.is_some_and(|w| w >= window.end),
+                    }
+                };
+                effect(Effect {
+                    view,
+                    window,
+                    group: &group,
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Writes the state for a checkpoint.
+    pub fn encode(&self, w: &mut Writer) {
+        match self.max_ts {
+            Some(ts) => {
+                w.u8(1);
+                w.ivar(ts);
+            }
+            None => w.u8(0),
+        }
+        self.dedup.encode(w);
+    }
+
+    /// Reads what [`PartitionFolder::encode`] wrote.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let max_ts = match r.u8("folder max ts flag")? {
+            0 => None,
+            1 => Some(r.ivar("folder max ts")?),
+            _ => return Err(DecodeError::Invalid("folder max ts flag")),
+        };
+        let dedup = Deduper::decode(r)?;
+        Ok(Self { dedup, max_ts })
+    }
+}
+
+/// A view's windows keyed by (view, window start, group): states and
+/// counters, as a whole-log fold builds them (the batch layer, tests).
+pub type ViewTable = BTreeMap<(usize, i64, GroupKey), (AggState, Counters)>;
+
+/// Folds records of one partition, in offset order, into `table`.
+pub fn fold_into(
+    table: &mut ViewTable,
+    folder: &mut PartitionFolder,
+    views: &[ViewDef],
+    records: impl IntoIterator<Item = impl std::borrow::Borrow<Record>>,
+) {
+    for rec in records {
+        let rec = rec.borrow();
+        let hash = device_hash(&rec.reading.device_id);
+        folder.fold(views, rec, |e| {
+            let (state, counters) = table
+                .entry((e.view, e.window.start, e.group.clone()))
+                .or_insert_with(|| (AggState::new(views[e.view].parts()), Counters::default()));
+            counters.count(e.outcome);
+            if let Outcome::Applied { .. } = e.outcome {
+                state.fold(rec.reading.value, hash);
+            }
+        });
+    }
+}

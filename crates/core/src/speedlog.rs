@@ -1,0 +1,551 @@
+//! The wire format of `braid.speed`: what the speed layer publishes and the
+//! serving layer (and anyone else) reads back.
+//!
+//! Messages of reading partition `p` go to one partition of `braid.speed`, in
+//! order, each one of:
+//!
+//! - [`SpeedMessage::Restored`]: a worker took partition `p` over from a
+//!   checkpoint whose last sealed boundary is `boundary`, under a fresh
+//!   `restore_id`. Readers drop every state of `p` with an epoch starting at
+//!   or after `boundary` (an earlier owner may have published them past the
+//!   point the checkpoint holds) and from now on accept states of `p` only
+//!   with this `restore_id`, so a zombie owner cannot count anything twice.
+//! - [`SpeedMessage::State`]: the absolute state of one (view, window, group)
+//!   in one epoch of `p`, with the highest offset it includes. Readers keep,
+//!   per key, the state with the highest offset: replays are idempotent.
+//! - [`SpeedMessage::Sealed`]: the epoch `[start, end)` of `p` is sealed (its
+//!   checkpoint is durable); `end` is a boundary a batch cut may use.
+//!
+//! The encoding is this crate's versioned binary form; message keys are
+//! [`SpeedKey::to_bytes`] for states and the partition for control messages.
+
+use std::collections::BTreeMap;
+
+use crate::agg::AggState;
+use crate::encoding::{DecodeError, Reader, Writer};
+use crate::fold::GroupKey;
+use crate::merge::{Counters, EpochSpan};
+
+const VERSION: u8 = 1;
+
+/// The identity of one published state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpeedKey {
+    /// The view's name.
+    pub view: String,
+    /// Window start, epoch ms.
+    pub window_start: i64,
+    /// The group.
+    pub group: GroupKey,
+    /// Reading partition.
+    pub partition: i32,
+    /// First offset of the epoch.
+    pub epoch_start: i64,
+}
+
+impl SpeedKey {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(self.view.as_bytes());
+        w.ivar(self.window_start);
+        w.uvar(self.group.len() as u64);
+        for g in &self.group {
+            match g {
+                Some(v) => {
+                    w.u8(1);
+                    w.bytes(v.as_bytes());
+                }
+                None => w.u8(0),
+            }
+        }
+        w.ivar(i64::from(self.partition));
+        w.ivar(self.epoch_start);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let view = utf8(r.bytes("speed key view")?)?;
+        let window_start = r.ivar("speed key window")?;
+        let n = r.len("speed key group", 1)?;
+        let mut group = Vec::with_capacity(n);
+        for _ in 0..n {
+            group.push(match r.u8("speed key group flag")? {
+                0 => None,
+                1 => Some(utf8(r.bytes("speed key group value")?)?),
+                _ => return Err(DecodeError::Invalid("speed key group flag")),
+            });
+        }
+        let partition = i32::try_from(r.ivar("speed key partition")?)
+            .map_err(|_| DecodeError::Invalid("speed key partition"))?;
+        let epoch_start = r.ivar("speed key epoch")?;
+        Ok(Self {
+            view,
+            window_start,
+            group,
+            partition,
+            epoch_start,
+        })
+    }
+
+    /// The Kafka message key of a state.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.into_bytes()
+    }
+}
+
+fn utf8(b: &[u8]) -> Result<String, DecodeError> {
+    String::from_utf8(b.to_vec()).map_err(|_| DecodeError::Invalid("utf-8 string"))
+}
+
+/// One message of `braid.speed`. States dominate the traffic, so the enum
+/// is sized for them rather than boxing the common case.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum SpeedMessage {
+    /// A worker restored partition `partition` from a checkpoint.
+    Restored {
+        /// Reading partition.
+        partition: i32,
+        /// Unique per restore.
+        restore_id: u64,
+        /// First offset of the first epoch not in the checkpoint.
+        boundary: i64,
+    },
+    /// The absolute state of one key.
+    State {
+        /// Which state.
+        key: SpeedKey,
+        /// The restore it belongs to.
+        restore_id: u64,
+        /// The highest offset of the partition it includes.
+        max_offset: i64,
+        /// The state.
+        state: AggState,
+        /// Its counters.
+        counters: Counters,
+    },
+    /// How far the worker has read partition `partition`: published with
+    /// each batch of states, for watermarks and lag.
+    Progress {
+        /// The restore it belongs to.
+        restore_id: u64,
+        /// Reading partition.
+        partition: i32,
+        /// The next offset the worker will read.
+        next_offset: i64,
+        /// The largest event time of the partition so far.
+        max_event_ts: Option<i64>,
+    },
+    /// An epoch was sealed.
+    Sealed {
+        /// The restore it belongs to.
+        restore_id: u64,
+        /// The epoch.
+        span: EpochSpan,
+    },
+}
+
+impl SpeedMessage {
+    /// The reading partition the message is about.
+    pub fn partition(&self) -> i32 {
+        match self {
+            Self::Restored { partition, .. } => *partition,
+            Self::State { key, .. } => key.partition,
+            Self::Progress { partition, .. } => *partition,
+            Self::Sealed { span, .. } => span.partition,
+        }
+    }
+
+    /// The encoded message value.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(VERSION);
+        match self {
+            Self::Restored {
+                partition,
+                restore_id,
+                boundary,
+            } => {
+                w.u8(0);
+                w.ivar(i64::from(*partition));
+                w.uvar(*restore_id);
+                w.ivar(*boundary);
+            }
+            Self::State {
+                key,
+                restore_id,
+                max_offset,
+                state,
+                counters,
+            } => {
+                w.u8(1);
+                key.encode(&mut w);
+                w.uvar(*restore_id);
+                w.ivar(*max_offset);
+                state.encode(&mut w);
+                encode_counters(&mut w, counters);
+            }
+            Self::Progress {
+                restore_id,
+                partition,
+                next_offset,
+                max_event_ts,
+            } => {
+                w.u8(3);
+                w.uvar(*restore_id);
+                w.ivar(i64::from(*partition));
+                w.ivar(*next_offset);
+                match max_event_ts {
+                    Some(ts) => {
+                        w.u8(1);
+                        w.ivar(*ts);
+                    }
+                    None => w.u8(0),
+                }
+            }
+            Self::Sealed { restore_id, span } => {
+                w.u8(2);
+                w.uvar(*restore_id);
+                w.ivar(i64::from(span.partition));
+                w.ivar(span.start);
+                w.ivar(span.end);
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Decodes a message value.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u8("speed message version")?;
+        if version != VERSION {
+            return Err(DecodeError::Version {
+                what: "speed message",
+                found: version,
+                supported: VERSION,
+            });
+        }
+        let partition = |r: &mut Reader<'_>| {
+            i32::try_from(r.ivar("partition")?).map_err(|_| DecodeError::Invalid("partition"))
+        };
+        let msg = match r.u8("speed message kind")? {
+            0 => Self::Restored {
+                partition: partition(&mut r)?,
+                restore_id: r.uvar("restore id")?,
+                boundary: r.ivar("boundary")?,
+            },
+            1 => Self::State {
+                key: SpeedKey::decode(&mut r)?,
+                restore_id: r.uvar("restore id")?,
+                max_offset: r.ivar("max offset")?,
+                state: AggState::decode(&mut r)?,
+                counters: decode_counters(&mut r)?,
+            },
+            2 => {
+                let restore_id = r.uvar("restore id")?;
+                let span = EpochSpan {
+                    partition: partition(&mut r)?,
+                    start: r.ivar("epoch start")?,
+                    end: r.ivar("epoch end")?,
+                };
+                Self::Sealed { restore_id, span }
+            }
+            3 => Self::Progress {
+                restore_id: r.uvar("restore id")?,
+                partition: partition(&mut r)?,
+                next_offset: r.ivar("next offset")?,
+                max_event_ts: match r.u8("max event ts flag")? {
+                    0 => None,
+                    1 => Some(r.ivar("max event ts")?),
+                    _ => return Err(DecodeError::Invalid("max event ts flag")),
+                },
+            },
+            _ => return Err(DecodeError::Invalid("speed message kind")),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// What a reader of `braid.speed` keeps: per partition, the current restore
+/// and the newest state of every key, by the rules of [`SpeedMessage`].
+#[derive(Clone, Debug, Default)]
+pub struct SpeedTable {
+    partitions: BTreeMap<i32, PartitionSpeed>,
+}
+
+/// One partition's part of a [`SpeedTable`].
+#[derive(Clone, Debug, Default)]
+pub struct PartitionSpeed {
+    /// The restore whose states are accepted.
+    pub restore_id: Option<u64>,
+    /// Sealed epochs, by start.
+    pub sealed: BTreeMap<i64, i64>,
+    /// The newest state of each key.
+    pub states: BTreeMap<SpeedKey, Published>,
+    /// The highest offset any accepted state includes.
+    pub max_offset: Option<i64>,
+    /// The worker's last reported progress: next offset, largest event time.
+    pub progress: Option<(i64, Option<i64>)>,
+}
+
+/// A published state as kept by a reader.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// The highest offset it includes.
+    pub max_offset: i64,
+    /// The state.
+    pub state: AggState,
+    /// Its counters.
+    pub counters: Counters,
+}
+
+impl SpeedTable {
+    /// Applies one message; `false` when it was ignored (a stale restore or
+    /// an older value of a key).
+    pub fn apply(&mut self, msg: SpeedMessage) -> bool {
+        let p = self.partitions.entry(msg.partition()).or_default();
+        match msg {
+            SpeedMessage::Restored {
+                restore_id,
+                boundary,
+                ..
+            } => {
+                p.states.retain(|k, _| k.epoch_start < boundary);
+                p.sealed.retain(|&start, _| start < boundary);
+                p.restore_id = Some(restore_id);
+                p.max_offset = p.states.values().map(|s| s.max_offset).max();
+                p.progress = None;
+                true
+            }
+            SpeedMessage::State {
+                key,
+                restore_id,
+                max_offset,
+                state,
+                counters,
+            } => {
+                if p.restore_id.is_some_and(|id| id != restore_id) {
+                    return false;
+                }
+                p.restore_id = Some(restore_id);
+                if p.states
+                    .get(&key)
+                    .is_some_and(|old| old.max_offset >= max_offset)
+                {
+                    return false;
+                }
+                p.max_offset = Some(p.max_offset.map_or(max_offset, |m| m.max(max_offset)));
+                p.states.insert(
+                    key,
+                    Published {
+                        max_offset,
+                        state,
+                        counters,
+                    },
+                );
+                true
+            }
+            SpeedMessage::Progress {
+                restore_id,
+                next_offset,
+                max_event_ts,
+                ..
+            } => {
+                if p.restore_id.is_some_and(|id| id != restore_id) {
+                    return false;
+                }
+                p.progress = Some((next_offset, max_event_ts));
+                true
+            }
+            SpeedMessage::Sealed { restore_id, span } => {
+                if p.restore_id.is_some_and(|id| id != restore_id) {
+                    return false;
+                }
+                p.sealed.insert(span.start, span.end);
+                true
+            }
+        }
+    }
+
+    /// Drops the states of epochs that end at or before `cut` (a batch run
+    /// now holds them).
+    pub fn drop_below(&mut self, cut: &crate::merge::Cut) {
+        for (&partition, p) in &mut self.partitions {
+            let c = cut.offset(partition);
+            let sealed = p.sealed.clone();
+            p.states.retain(|k, _| {
+                sealed.get(&k.epoch_start).is_none_or(|&end| end > c) || k.epoch_start >= c
+            });
+            p.sealed.retain(|_, end| *end > c);
+        }
+    }
+
+    /// Every partition's part.
+    pub fn partitions(&self) -> &BTreeMap<i32, PartitionSpeed> {
+        &self.partitions
+    }
+
+    /// The epoch span of a state's key: its end is known once sealed, and
+    /// otherwise at least one past the highest offset it includes.
+    pub fn span_of(&self, key: &SpeedKey, published: &Published) -> EpochSpan {
+        let end = self
+            .partitions
+            .get(&key.partition)
+            .and_then(|p| p.sealed.get(&key.epoch_start).copied())
+            .unwrap_or(published.max_offset + 1);
+        EpochSpan {
+            partition: key.partition,
+            start: key.epoch_start,
+            end,
+        }
+    }
+}
+
+/// Writes counters.
+pub fn encode_counters(w: &mut Writer, c: &Counters) {
+    w.uvar(c.readings);
+    w.uvar(c.late_readings);
+    w.uvar(c.pending_historical);
+    w.uvar(c.duplicates_dropped);
+}
+
+/// Reads counters.
+pub fn decode_counters(r: &mut Reader<'_>) -> Result<Counters, DecodeError> {
+    Ok(Counters {
+        readings: r.uvar("readings")?,
+        late_readings: r.uvar("late readings")?,
+        pending_historical: r.uvar("pending historical")?,
+        duplicates_dropped: r.uvar("duplicates dropped")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agg::{Aggregate, Parts};
+
+    #[test]
+    fn messages_round_trip() {
+        let mut state = AggState::new(Parts::for_aggregates(Aggregate::ALL));
+        state.fold(2.5, 7);
+        let msgs = [
+            SpeedMessage::Restored {
+                partition: 3,
+                restore_id: u64::MAX,
+                boundary: 100,
+            },
+            SpeedMessage::State {
+                key: SpeedKey {
+                    view: "v".into(),
+                    window_start: -60_000,
+                    group: vec![Some("a".into()), None],
+                    partition: 3,
+                    epoch_start: 100,
+                },
+                restore_id: 9,
+                max_offset: 141,
+                state,
+                counters: Counters {
+                    readings: 1,
+                    late_readings: 0,
+                    pending_historical: 4,
+                    duplicates_dropped: 2,
+                },
+            },
+            SpeedMessage::Sealed {
+                restore_id: 9,
+                span: EpochSpan {
+                    partition: 3,
+                    start: 100,
+                    end: 142,
+                },
+            },
+            SpeedMessage::Progress {
+                restore_id: 9,
+                partition: 3,
+                next_offset: 142,
+                max_event_ts: Some(-5),
+            },
+        ];
+        for m in msgs {
+            let back = SpeedMessage::from_bytes(&m.to_bytes()).unwrap();
+            assert_eq!(back.to_bytes(), m.to_bytes());
+            assert_eq!(back.partition(), 3);
+        }
+        assert!(SpeedMessage::from_bytes(&[1, 9]).is_err());
+    }
+
+    fn state_msg(restore_id: u64, epoch_start: i64, max_offset: i64, n: u64) -> SpeedMessage {
+        let mut state = AggState::new(Parts::for_aggregates([Aggregate::Count]));
+        for _ in 0..n {
+            state.fold(1.0, 0);
+        }
+        SpeedMessage::State {
+            key: SpeedKey {
+                view: "v".into(),
+                window_start: 0,
+                group: vec![],
+                partition: 0,
+                epoch_start,
+            },
+            restore_id,
+            max_offset,
+            state,
+            counters: Counters {
+                readings: n,
+                ..Counters::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_restore_supersedes_what_the_checkpoint_does_not_hold() {
+        let mut t = SpeedTable::default();
+        assert!(t.apply(state_msg(1, 0, 9, 10)));
+        assert!(t.apply(SpeedMessage::Sealed {
+            restore_id: 1,
+            span: EpochSpan {
+                partition: 0,
+                start: 0,
+                end: 10
+            }
+        }));
+        // The old owner got to offset 19 in the open epoch, then died.
+        assert!(t.apply(state_msg(1, 10, 19, 10)));
+        // The new owner restores at boundary 10 and seals at 15 instead.
+        assert!(t.apply(SpeedMessage::Restored {
+            partition: 0,
+            restore_id: 2,
+            boundary: 10
+        }));
+        assert!(!t.apply(state_msg(1, 10, 25, 16)), "a zombie is ignored");
+        assert!(t.apply(state_msg(2, 10, 14, 5)));
+        assert!(t.apply(SpeedMessage::Sealed {
+            restore_id: 2,
+            span: EpochSpan {
+                partition: 0,
+                start: 10,
+                end: 15
+            }
+        }));
+        assert!(t.apply(state_msg(2, 15, 19, 5)));
+        assert!(
+            !t.apply(state_msg(2, 15, 18, 4)),
+            "an older value of a key is ignored"
+        );
+        let total: u64 = t.partitions()[&0]
+            .states
+            .values()
+            .map(|p| p.counters.readings)
+            .sum();
+        assert_eq!(total, 20, "offsets 0..20 counted once");
+        t.drop_below(&crate::merge::Cut([(0, 15)].into()));
+        let left: Vec<i64> = t.partitions()[&0]
+            .states
+            .keys()
+            .map(|k| k.epoch_start)
+            .collect();
+        assert_eq!(left, vec![15]);
+    }
+}
