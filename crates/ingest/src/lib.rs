@@ -1,0 +1,102 @@
+//! Braid ingest: the decoders of outside input (JSON, NDJSON, InfluxDB line
+//! protocol) and the HTTP gateway that writes readings into
+//! `braid.readings`, answering only once Kafka acknowledged them.
+//!
+//! Shared rather than a layer: `braid up` and `braid serve` mount these
+//! routes beside the serving layer's on one port, and `braid ingest` runs
+//! them alone ([`run`]). What it deliberately does not do: aggregate,
+//! archive or read anything back. It validates with the core's rules and
+//! hands the readings to Kafka.
+
+pub mod decode;
+pub mod gateway;
+pub mod line_protocol;
+pub mod partition;
+pub mod sink;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use gateway::{Gateway, GatewayConfig, system_clock};
+pub use sink::{ReadingSink, SinkError};
+
+/// What `braid ingest` needs.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Where to listen.
+    pub http: SocketAddr,
+    /// Gateway limits.
+    pub gateway: GatewayConfig,
+    /// How long a write waits for Kafka before answering 503.
+    pub ack_timeout: Duration,
+    /// Allow listening beyond loopback without ingest tokens.
+    pub insecure: bool,
+}
+
+/// Why ingest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestRunError {
+    /// Kafka could not be reached at start.
+    #[error(transparent)]
+    Kafka(#[from] braid_kafka::KafkaError),
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Listening beyond loopback without tokens was not allowed.
+    #[error(
+        "refusing to accept unauthenticated writes on {0}: ingest tokens are not built yet, so listen on loopback or pass --insecure"
+    )]
+    Insecure(SocketAddr),
+}
+
+/// Checks that `addr` may be served without tokens.
+pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<(), IngestRunError> {
+    if addr.ip().is_loopback() || insecure {
+        Ok(())
+    } else {
+        Err(IngestRunError::Insecure(addr))
+    }
+}
+
+/// Builds the shared gateway state.
+pub async fn gateway(config: &IngestConfig) -> Result<Arc<Gateway>, IngestRunError> {
+    let sink = ReadingSink::connect(&config.brokers, config.ack_timeout).await?;
+    Ok(Arc::new(Gateway {
+        sink,
+        config: config.gateway.clone(),
+        clock: system_clock,
+    }))
+}
+
+/// Serves the ingest routes alone until `shutdown` is cancelled, then
+/// flushes the producer.
+pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), IngestRunError> {
+    check_exposure(config.http, config.insecure)?;
+    let gw = gateway(&config).await?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|source| IngestRunError::Bind {
+            addr: config.http,
+            source,
+        })?;
+    tracing::info!(addr = %config.http, "ingest gateway listening");
+    let routes = gateway::filters::routes(gw.clone());
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+    gw.sink.flush(Duration::from_secs(10))?;
+    Ok(())
+}
