@@ -1,36 +1,94 @@
-//! Braid's the speed layer: incremental event-time views from `braid.readings`, sealed into epochs at checkpoints and published to `braid.speed`.
+//! Braid's speed layer: incremental event-time views from `braid.readings`,
+//! sealed into epochs at checkpoints and published to `braid.speed`.
 //!
-//! It meets the other layers only through Kafka topics and stored views,
-//! never through their code: `scripts/check` enforces that no layer crate
-//! depends on another. Its entry point is [`run`].
+//! For every view it assigns windows, classifies each reading (current,
+//! outdated, historical), applies the dedup rule and folds readings into the
+//! core states kept per (window, group, partition, epoch), all through
+//! `braid_core::fold`. Historical readings are counted per window as
+//! pending, not applied. Every `publish_interval` it publishes each changed
+//! state as an absolute value with the highest offset it includes; every
+//! `checkpoint_interval` it seals the open epoch of each partition: states,
+//! offsets, watermark and dedup keys go to a checkpoint together, atomically
+//! (see [`checkpoint`] for the layout), and a `Sealed` message names the
+//! boundary a batch cut may use. The wire format is `braid_core::speedlog`.
 //!
-//! Status: the entry point and its configuration exist so that the binary
-//! and the layering rules are in place; the layer itself is the subject of
-//! issue 5 and is not built yet. [`run`] says so instead of pretending.
+//! It meets the other layers only through Kafka topics and stored files,
+//! never through their code. What it does not do yet: drop the epochs a
+//! published batch run covers (the batch layer is not built); until then
+//! memory grows with the data and a warning is logged past `max_states`.
 
+pub mod checkpoint;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use braid_core::ViewSet;
 use tokio_util::sync::CancellationToken;
+
+pub use worker::WorkerStats;
 
 /// What the speed layer needs to run.
 #[derive(Clone, Debug)]
 pub struct SpeedConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The data directory.
-    pub data_dir: std::path::PathBuf,
+    /// The data directory (checkpoints live under `speed/`).
+    pub data_dir: PathBuf,
     /// The views to maintain.
-    pub views: braid_core::ViewSet,
+    pub views: ViewSet,
+    /// Consumer group shared by all speed workers.
+    pub group: String,
+    /// How often epochs are sealed and checkpoints written.
+    pub checkpoint_interval: Duration,
+    /// How often changed states are published.
+    pub publish_interval: Duration,
+    /// States held before a warning that memory is growing.
+    pub max_states: usize,
+}
+
+impl SpeedConfig {
+    /// The defaults: group `braid-speed`, checkpoints every 10 s, publishing
+    /// every 100 ms, a warning past two million states.
+    pub fn new(brokers: String, data_dir: PathBuf, views: ViewSet) -> Self {
+        Self {
+            brokers,
+            data_dir,
+            views,
+            group: "braid-speed".into(),
+            checkpoint_interval: Duration::from_secs(10),
+            publish_interval: Duration::from_millis(100),
+            max_states: 2_000_000,
+        }
+    }
 }
 
 /// Why the speed layer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SpeedError {
-    /// This build does not contain the layer yet.
-    #[error("the speed layer is not built yet (issue 5)")]
-    NotBuilt,
+    /// Kafka failed in a way retrying inside the worker cannot fix.
+    #[error(transparent)]
+    Kafka(#[from] braid_kafka::KafkaError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// A broken invariant inside the worker.
+    #[error("speed layer: {0}")]
+    Internal(String),
 }
 
-/// Runs the speed layer until `shutdown` is cancelled.
-pub async fn run(config: SpeedConfig, shutdown: CancellationToken) -> Result<(), SpeedError> {
-    let _ = (config, shutdown);
-    Err(SpeedError::NotBuilt)
+/// Runs a speed worker until `shutdown` is cancelled; on the way out it
+/// publishes what changed and seals a final epoch.
+pub async fn run(
+    config: SpeedConfig,
+    shutdown: CancellationToken,
+) -> Result<WorkerStats, SpeedError> {
+    let worker = worker::Worker::new(config).await?;
+    worker.run(shutdown).await
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

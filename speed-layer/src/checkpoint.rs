@@ -1,0 +1,301 @@
+//! Checkpoints: a partition's states, offsets, watermark and dedup keys,
+//! together, with a checksum, written atomically.
+//!
+//! Layout under the data directory:
+//!
+//! ```text
+//! speed/checkpoints/partition=P/<next offset, 20 digits>.ckpt
+//! speed/sealed/partition=P.txt      sealed epoch boundaries, one per line
+//! ```
+//!
+//! A checkpoint file is `BRAIDCK1`, the payload length (u64 LE), the payload
+//! (this crate's binary form) and its CRC-32 (u32 LE). It is written to a
+//! temporary name, synced, renamed, and its directory synced, so a crash
+//! leaves either the old set or the new one. On load, the newest file whose
+//! magic, length and checksum hold is used; a corrupt one is refused (and
+//! reported) and the previous one tried. The last [`KEEP`] files are kept.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use braid_core::agg::AggState;
+use braid_core::encoding::{DecodeError, Reader, Writer};
+use braid_core::fold::{GroupKey, PartitionFolder};
+use braid_core::merge::Counters;
+use braid_core::speedlog::{decode_counters, encode_counters};
+
+const MAGIC: &[u8; 8] = b"BRAIDCK1";
+/// Checkpoint files kept per partition.
+pub const KEEP: usize = 3;
+
+/// A state of the speed layer's table: (view index, window start, group,
+/// epoch start).
+pub type StateKey = (usize, i64, GroupKey, i64);
+
+/// One state with its counters and the highest offset it includes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The state.
+    pub state: AggState,
+    /// Its counters.
+    pub counters: Counters,
+    /// Highest offset folded in.
+    pub max_offset: i64,
+}
+
+/// Everything a partition needs to resume exactly where it was sealed.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The next offset to read; also the first offset of the next epoch.
+    pub next_offset: i64,
+    /// Sealed epochs still held, `(start, end)`.
+    pub sealed: Vec<(i64, i64)>,
+    /// The fold state (dedup keys, largest event time).
+    pub folder: PartitionFolder,
+    /// The states of every held epoch.
+    pub states: Vec<(StateKey, Entry)>,
+}
+
+/// Why a checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is damaged.
+    #[error("checkpoint {path} refused: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The checkpoint directory of a partition.
+pub fn dir(data_dir: &Path, partition: i32) -> PathBuf {
+    data_dir.join(format!("speed/checkpoints/partition={partition}"))
+}
+
+/// The sealed-boundaries file of a partition.
+pub fn sealed_file(data_dir: &Path, partition: i32) -> PathBuf {
+    data_dir.join(format!("speed/sealed/partition={partition}.txt"))
+}
+
+impl Checkpoint {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.ivar(self.next_offset);
+        w.uvar(self.sealed.len() as u64);
+        for &(s, e) in &self.sealed {
+            w.ivar(s);
+            w.ivar(e);
+        }
+        self.folder.encode(&mut w);
+        w.uvar(self.states.len() as u64);
+        for ((view, window, group, epoch), entry) in &self.states {
+            w.uvar(*view as u64);
+            w.ivar(*window);
+            w.uvar(group.len() as u64);
+            for g in group {
+                match g {
+                    Some(v) => {
+                        w.u8(1);
+                        w.bytes(v.as_bytes());
+                    }
+                    None => w.u8(0),
+                }
+            }
+            w.ivar(*epoch);
+            w.ivar(entry.max_offset);
+            entry.state.encode(&mut w);
+            encode_counters(&mut w, &entry.counters);
+        }
+        w.into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let next_offset = r.ivar("next offset")?;
+        let n = r.len("sealed epochs", 2)?;
+        let mut sealed = Vec::with_capacity(n);
+        for _ in 0..n {
+            sealed.push((r.ivar("epoch start")?, r.ivar("epoch end")?));
+        }
+        let folder = PartitionFolder::decode(&mut r)?;
+        let n = r.len("states", 4)?;
+        let mut states = Vec::with_capacity(n);
+        for _ in 0..n {
+            let view = r.uvar("view")? as usize;
+            let window = r.ivar("window")?;
+            let g = r.len("group", 1)?;
+            let mut group = Vec::with_capacity(g);
+            for _ in 0..g {
+                group.push(match r.u8("group flag")? {
+                    0 => None,
+                    1 => Some(
+                        String::from_utf8(r.bytes("group value")?.to_vec())
+                            .map_err(|_| DecodeError::Invalid("group value"))?,
+                    ),
+                    _ => return Err(DecodeError::Invalid("group flag")),
+                });
+            }
+            let epoch = r.ivar("epoch")?;
+            let max_offset = r.ivar("max offset")?;
+            let state = AggState::decode(&mut r)?;
+            let counters = decode_counters(&mut r)?;
+            states.push((
+                (view, window, group, epoch),
+                Entry {
+                    state,
+                    counters,
+                    max_offset,
+                },
+            ));
+        }
+        r.finish()?;
+        Ok(Self {
+            next_offset,
+            sealed,
+            folder,
+            states,
+        })
+    }
+
+    /// Writes the checkpoint of `partition` atomically, then prunes old ones.
+    pub fn write(&self, data_dir: &Path, partition: i32) -> Result<PathBuf, CheckpointError> {
+        let d = dir(data_dir, partition);
+        fs::create_dir_all(&d).map_err(io(&d))?;
+        let payload = self.encode();
+        let mut file = Vec::with_capacity(payload.len() + 20);
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        file.extend_from_slice(&payload);
+        file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        let path = d.join(format!("{:020}.ckpt", self.next_offset));
+        write_atomic(&path, &file)?;
+        prune(&d)?;
+        Ok(path)
+    }
+
+    /// Loads the newest valid checkpoint of `partition`, reporting each
+    /// refused one to `refused`. `None` when there is none.
+    pub fn load(
+        data_dir: &Path,
+        partition: i32,
+        mut refused: impl FnMut(CheckpointError),
+    ) -> Result<Option<Self>, CheckpointError> {
+        let d = dir(data_dir, partition);
+        let mut files = list(&d)?;
+        files.reverse();
+        for path in files {
+            match read_one(&path) {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => refused(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn read_one(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let bytes = fs::read(path).map_err(io(path))?;
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err(corrupt("bad magic or truncated header".into()));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let len = u64::from_le_bytes(len) as usize;
+    if bytes.len() != 16 + len + 4 {
+        return Err(corrupt(format!(
+            "length {} does not match the file ({} bytes)",
+            len,
+            bytes.len()
+        )));
+    }
+    let payload = &bytes[16..16 + len];
+    let mut sum = [0u8; 4];
+    sum.copy_from_slice(&bytes[16 + len..]);
+    if crc32fast::hash(payload) != u32::from_le_bytes(sum) {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    Checkpoint::decode(payload).map_err(|e| corrupt(e.to_string()))
+}
+
+fn list(d: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let mut files = match fs::read_dir(d) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+            .collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(d)(e)),
+    };
+    files.sort();
+    Ok(files)
+}
+
+fn prune(d: &Path) -> Result<(), CheckpointError> {
+    let files = list(d)?;
+    if files.len() > KEEP {
+        for old in &files[..files.len() - KEEP] {
+            fs::remove_file(old).map_err(io(old))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new
+/// one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io(path))?;
+    fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io(parent))?;
+    Ok(())
+}
+
+/// Reads the sealed boundaries of a partition (empty when none).
+pub fn read_sealed(data_dir: &Path, partition: i32) -> Vec<i64> {
+    fs::read_to_string(sealed_file(data_dir, partition))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Records the sealed boundaries of a partition (the newest 10,000).
+pub fn write_sealed(
+    data_dir: &Path,
+    partition: i32,
+    boundaries: &[i64],
+) -> Result<(), CheckpointError> {
+    let keep = &boundaries[boundaries.len().saturating_sub(10_000)..];
+    let text: String = keep.iter().map(|b| format!("{b}\n")).collect();
+    write_atomic(&sealed_file(data_dir, partition), text.as_bytes())
+}

@@ -1,0 +1,623 @@
+//! The speed worker: consume `braid.readings`, fold, publish, seal.
+//!
+//! One tokio task owns everything: the consumer, the per-partition state and
+//! the producer into `braid.speed` and the dead-letter topic. Rebalances are
+//! noted by the consumer context and carried out by the loop: a newly
+//! assigned partition is restored from its newest valid checkpoint (and the
+//! consumer sought to the checkpoint's offset), a revoked one is dropped
+//! without writing anything, so that only the new owner writes from then on.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use braid_core::agg::AggState;
+use braid_core::codec::decode_message;
+use braid_core::fold::{Outcome, PartitionFolder};
+use braid_core::hash::device_hash;
+use braid_core::merge::{Counters, EpochSpan};
+use braid_core::speedlog::{SpeedKey, SpeedMessage};
+use braid_core::{Limits, Position, Record, ViewSet};
+use braid_kafka::{KafkaError, Topics, consumer_config, producer_config};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::checkpoint::{Checkpoint, Entry, StateKey, read_sealed, write_sealed};
+use crate::{SpeedConfig, SpeedError};
+
+/// Rebalance events seen by the consumer, drained by the loop.
+#[derive(Default)]
+struct Events {
+    revoked: Vec<i32>,
+}
+
+struct Context {
+    events: Arc<Mutex<Events>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance
+            && let Ok(mut ev) = self.events.lock()
+        {
+            ev.revoked
+                .extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+/// One assigned partition.
+struct Partition {
+    restore_id: u64,
+    folder: PartitionFolder,
+    /// Next offset to fold; `None` until the first message of a partition
+    /// that has no checkpoint.
+    next_offset: Option<i64>,
+    epoch_start: i64,
+    sealed: Vec<(i64, i64)>,
+    boundaries: Vec<i64>,
+    forced: VecDeque<i64>,
+    states: HashMap<StateKey, Entry>,
+    dirty: HashSet<StateKey>,
+    seeks: u32,
+    progressed: bool,
+}
+
+/// Counters a worker reports (logs and status).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WorkerStats {
+    /// Records folded.
+    pub records: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// State messages published.
+    pub published: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+pub(crate) struct Worker {
+    config: SpeedConfig,
+    views: ViewSet,
+    consumer: Arc<StreamConsumer<Context>>,
+    producer: FutureProducer,
+    events: Arc<Mutex<Events>>,
+    partitions: BTreeMap<i32, Partition>,
+    speed_partitions: i32,
+    stats: WorkerStats,
+    last_memory_warning: Option<Instant>,
+}
+
+fn restore_id() -> u64 {
+    let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
+    hi ^ lo
+}
+
+impl Worker {
+    pub(crate) async fn new(config: SpeedConfig) -> Result<Self, SpeedError> {
+        let events = Arc::new(Mutex::new(Events::default()));
+        let consumer: StreamConsumer<Context> = consumer_config(&config.brokers, &config.group)
+            .create_with_context(Context {
+                events: events.clone(),
+            })
+            .map_err(|e| KafkaError::client("creating the speed consumer", e))?;
+        consumer
+            .subscribe(&[Topics::READINGS])
+            .map_err(|e| KafkaError::client("subscribing to braid.readings", e))?;
+        let producer: FutureProducer = producer_config(&config.brokers)
+            .create()
+            .map_err(|e| KafkaError::client("creating the speed producer", e))?;
+        let speed_partitions = {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer;
+                p.client()
+                    .fetch_metadata(Some(Topics::SPEED), Duration::from_secs(10))
+                    .map(|m| {
+                        m.topics()
+                            .first()
+                            .map_or(0, |t| t.partitions().len() as i32)
+                    })
+            })
+            .await
+            .map_err(|e| SpeedError::Internal(e.to_string()))?
+            .map_err(|e| KafkaError::client("reading metadata of braid.speed", e))?
+        };
+        if speed_partitions == 0 {
+            return Err(SpeedError::Internal(format!(
+                "topic {} does not exist: create Braid's topics first (braid up and braid broker do)",
+                Topics::SPEED
+            )));
+        }
+        Ok(Self {
+            views: config.views.clone(),
+            config,
+            consumer: Arc::new(consumer),
+            producer,
+            events,
+            partitions: BTreeMap::new(),
+            speed_partitions,
+            stats: WorkerStats::default(),
+            last_memory_warning: None,
+        })
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        shutdown: CancellationToken,
+    ) -> Result<WorkerStats, SpeedError> {
+        let mut publish = tokio::time::interval(self.config.publish_interval);
+        let mut seal = tokio::time::interval(self.config.checkpoint_interval);
+        seal.tick().await;
+        let consumer = self.consumer.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                msg = consumer.recv() => {
+                    self.drain_events();
+                    match msg {
+                        Ok(m) => self.on_message(&m).await?,
+                        Err(e) => tracing::warn!(error = %e, "consumer error; retrying"),
+                    }
+                }
+                _ = publish.tick() => {
+                    self.drain_events();
+                    self.publish().await?;
+                }
+                _ = seal.tick() => {
+                    self.drain_events();
+                    self.publish().await?;
+                    self.seal_all().await?;
+                }
+            }
+        }
+        self.publish().await?;
+        self.seal_all().await?;
+        Ok(self.stats)
+    }
+
+    fn drain_events(&mut self) {
+        let revoked = match self.events.lock() {
+            Ok(mut ev) => std::mem::take(&mut ev.revoked),
+            Err(_) => Vec::new(),
+        };
+        for p in revoked {
+            if self.partitions.remove(&p).is_some() {
+                tracing::info!(
+                    partition = p,
+                    "partition revoked: state dropped, its new owner restores it"
+                );
+            }
+        }
+    }
+
+    fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+
+    async fn restore(&mut self, p: i32) -> Result<(), SpeedError> {
+        let ckpt = Checkpoint::load(self.data_dir(), p, |e| {
+            tracing::warn!(partition = p, error = %e, "checkpoint refused; trying the previous one");
+        })?;
+        let boundaries = read_sealed(self.data_dir(), p);
+        let id = restore_id();
+        let part = match ckpt {
+            Some(c) => {
+                let forced = boundaries
+                    .iter()
+                    .copied()
+                    .filter(|&b| b > c.next_offset)
+                    .collect();
+                tracing::info!(
+                    partition = p,
+                    next_offset = c.next_offset,
+                    states = c.states.len(),
+                    "partition restored from checkpoint"
+                );
+                Partition {
+                    restore_id: id,
+                    folder: c.folder,
+                    next_offset: Some(c.next_offset),
+                    epoch_start: c.next_offset,
+                    sealed: c.sealed,
+                    boundaries: boundaries
+                        .into_iter()
+                        .filter(|&b| b <= c.next_offset)
+                        .collect(),
+                    forced,
+                    states: c.states.into_iter().collect(),
+                    dirty: HashSet::new(),
+                    seeks: 0,
+                    progressed: true,
+                }
+            }
+            None => {
+                tracing::info!(
+                    partition = p,
+                    "partition has no checkpoint: folding from the start of the log"
+                );
+                Partition {
+                    restore_id: id,
+                    folder: PartitionFolder::new(&self.views.settings),
+                    next_offset: None,
+                    epoch_start: 0,
+                    sealed: Vec::new(),
+                    boundaries: Vec::new(),
+                    forced: boundaries.into(),
+                    states: HashMap::new(),
+                    dirty: HashSet::new(),
+                    seeks: 0,
+                    progressed: true,
+                }
+            }
+        };
+        // Without a checkpoint, the first epoch starts at the first offset
+        // read; either way nothing below it is in this restore.
+        let boundary = part.next_offset.unwrap_or(0);
+        self.send_control(SpeedMessage::Restored {
+            partition: p,
+            restore_id: id,
+            boundary,
+        })
+        .await?;
+        self.partitions.insert(p, part);
+        Ok(())
+    }
+
+    async fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SpeedError> {
+        let p = m.partition();
+        let offset = m.offset();
+        if !self.partitions.contains_key(&p) {
+            self.restore(p).await?;
+        }
+        enum Step {
+            Skip,
+            Seek(i64),
+            Fold { seal_first: bool },
+        }
+        let step = {
+            let Some(part) = self.partitions.get_mut(&p) else {
+                return Ok(());
+            };
+            let expected = *part.next_offset.get_or_insert_with(|| {
+                part.epoch_start = offset;
+                offset
+            });
+            if offset < expected {
+                Step::Skip
+            } else if offset > expected && part.seeks < 3 {
+                part.seeks += 1;
+                Step::Seek(expected)
+            } else {
+                if offset > expected {
+                    tracing::warn!(
+                        partition = p,
+                        offset,
+                        expected,
+                        "offsets skip ahead in the log; continuing from here"
+                    );
+                }
+                part.seeks = 0;
+                let mut seal_first = false;
+                while let Some(&b) = part.forced.front() {
+                    if b > offset {
+                        break;
+                    }
+                    part.forced.pop_front();
+                    seal_first |= b == offset && offset > part.epoch_start;
+                }
+                Step::Fold { seal_first }
+            }
+        };
+        match step {
+            Step::Skip => return Ok(()),
+            Step::Seek(expected) => {
+                tracing::debug!(
+                    partition = p,
+                    offset,
+                    expected,
+                    "seeking to the checkpoint offset"
+                );
+                self.consumer
+                    .seek(
+                        Topics::READINGS,
+                        p,
+                        Offset::Offset(expected),
+                        Duration::from_secs(5),
+                    )
+                    .map_err(|e| KafkaError::client("seeking braid.readings", e))?;
+                return Ok(());
+            }
+            Step::Fold { seal_first: true } => self.seal(p).await?,
+            Step::Fold { seal_first: false } => {}
+        }
+        let ingest_ts = m.timestamp().to_millis().unwrap_or_else(crate::now_ms);
+        let payload = m.payload().unwrap_or_default();
+        let mut dead = Vec::new();
+        match decode_message(payload) {
+            Err(e) => dead.push((0u32, e.to_string())),
+            Ok(items) => {
+                let Some(part) = self.partitions.get_mut(&p) else {
+                    return Ok(());
+                };
+                let Partition {
+                    folder,
+                    states,
+                    dirty,
+                    epoch_start,
+                    ..
+                } = part;
+                for (index, item) in items.into_iter().enumerate() {
+                    let reading = match item {
+                        Ok(r) => r,
+                        Err(e) => {
+                            dead.push((index as u32, e.to_string()));
+                            continue;
+                        }
+                    };
+                    // The clock of a consumer is the record's own accept time,
+                    // so a replay accepts and refuses exactly the same.
+                    if let Err(e) = reading.validate(ingest_ts, &Limits::default()) {
+                        dead.push((index as u32, format!("record {index}: {e}")));
+                        continue;
+                    }
+                    let hash = device_hash(&reading.device_id);
+                    let rec = Record {
+                        reading,
+                        ingest_ts,
+                        position: Position {
+                            partition: p,
+                            offset,
+                            index: index as u32,
+                        },
+                    };
+                    let views = &self.views.views;
+                    folder.fold(views, &rec, |e| {
+                        let key = (e.view, e.window.start, e.group.clone(), *epoch_start);
+                        let entry = states.entry(key.clone()).or_insert_with(|| Entry {
+                            state: AggState::new(views[e.view].parts()),
+                            counters: Counters::default(),
+                            max_offset: offset,
+                        });
+                        entry.counters.count(e.outcome);
+                        if let Outcome::Applied { .. } = e.outcome {
+                            entry.state.fold(rec.reading.value, hash);
+                        }
+                        entry.max_offset = offset;
+                        dirty.insert(key);
+                    });
+                    self.stats.records += 1;
+                }
+            }
+        }
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.next_offset = Some(offset + 1);
+            part.progressed = true;
+        }
+        for (index, reason) in dead {
+            self.dead_letter(m, index, &reason).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        index: u32,
+        reason: &str,
+    ) -> Result<(), SpeedError> {
+        let key = format!("{}:{}:{}", m.partition(), m.offset(), index);
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source",
+                value: Some(key.as_str()),
+            });
+        let payload = m.payload().unwrap_or_default();
+        self.producer
+            .send(
+                FutureRecord::to(Topics::READINGS_DLQ)
+                    .key(&key)
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| KafkaError::client("writing to the dead-letter topic", e))?;
+        self.stats.dead_lettered += 1;
+        tracing::warn!(source = %key, reason, "record sent to the dead-letter topic");
+        Ok(())
+    }
+
+    async fn send_control(&self, msg: SpeedMessage) -> Result<(), SpeedError> {
+        let partition = msg.partition() % self.speed_partitions;
+        let payload = msg.to_bytes();
+        let key = msg.partition().to_string();
+        self.producer
+            .send(
+                FutureRecord::to(Topics::SPEED)
+                    .partition(partition)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| KafkaError::client("publishing to braid.speed", e))?;
+        Ok(())
+    }
+
+    /// Publishes every changed state as an absolute value, then each
+    /// partition's progress, and waits for the acknowledgements.
+    async fn publish(&mut self) -> Result<(), SpeedError> {
+        let mut pending = Vec::new();
+        let mut total_states = 0usize;
+        for (&p, part) in &mut self.partitions {
+            total_states += part.states.len();
+            let target = p % self.speed_partitions;
+            for key in part.dirty.drain() {
+                let Some(entry) = part.states.get(&key) else {
+                    continue;
+                };
+                let (view, window_start, group, epoch_start) = key;
+                let msg = SpeedMessage::State {
+                    key: SpeedKey {
+                        view: self.views.views[view].name.clone(),
+                        window_start,
+                        group,
+                        partition: p,
+                        epoch_start,
+                    },
+                    restore_id: part.restore_id,
+                    max_offset: entry.max_offset,
+                    state: entry.state.clone(),
+                    counters: entry.counters,
+                };
+                pending.push((target, msg));
+            }
+            if std::mem::take(&mut part.progressed)
+                && let Some(next) = part.next_offset
+            {
+                pending.push((
+                    target,
+                    SpeedMessage::Progress {
+                        restore_id: part.restore_id,
+                        partition: p,
+                        next_offset: next,
+                        max_event_ts: part.folder.max_event_ts(),
+                    },
+                ));
+            }
+        }
+        let mut deliveries = Vec::with_capacity(pending.len());
+        for (target, msg) in &pending {
+            let key = match msg {
+                SpeedMessage::State { key, .. } => key.to_bytes(),
+                other => other.partition().to_string().into_bytes(),
+            };
+            let payload = msg.to_bytes();
+            loop {
+                match self.producer.send_result(
+                    FutureRecord::to(Topics::SPEED)
+                        .partition(*target)
+                        .key(&key)
+                        .payload(&payload),
+                ) {
+                    Ok(d) => {
+                        deliveries.push(d);
+                        break;
+                    }
+                    Err((e, _))
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(KafkaError::client("publishing to braid.speed", e).into());
+                    }
+                }
+            }
+        }
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => self.stats.published += 1,
+                Ok(Err((e, _))) => {
+                    return Err(KafkaError::client("publishing to braid.speed", e).into());
+                }
+                Err(_) => return Err(SpeedError::Internal("a delivery was cancelled".into())),
+            }
+        }
+        if total_states > self.config.max_states
+            && self
+                .last_memory_warning
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.last_memory_warning = Some(Instant::now());
+            tracing::warn!(
+                states = total_states,
+                limit = self.config.max_states,
+                "speed states over the configured limit: run a batch (braid batch run) so that older epochs can be dropped"
+            );
+        }
+        Ok(())
+    }
+
+    async fn seal_all(&mut self) -> Result<(), SpeedError> {
+        let ps: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in ps {
+            let advanced = self
+                .partitions
+                .get(&p)
+                .is_some_and(|part| part.next_offset.is_some_and(|n| n > part.epoch_start));
+            if advanced {
+                self.seal(p).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals the open epoch of `p`: checkpoint, boundary registry, the
+    /// `Sealed` message, then the consumer position as a hint.
+    async fn seal(&mut self, p: i32) -> Result<(), SpeedError> {
+        self.publish().await?;
+        let data_dir = self.config.data_dir.clone();
+        let Some(part) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        let Some(next) = part.next_offset else {
+            return Ok(());
+        };
+        let span = EpochSpan {
+            partition: p,
+            start: part.epoch_start,
+            end: next,
+        };
+        part.sealed.push((span.start, span.end));
+        part.boundaries.push(next);
+        part.epoch_start = next;
+        let ckpt = Checkpoint {
+            next_offset: next,
+            sealed: part.sealed.clone(),
+            folder: part.folder.clone(),
+            states: part
+                .states
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let boundaries = part.boundaries.clone();
+        let restore_id = part.restore_id;
+        let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, SpeedError> {
+            let path = ckpt.write(&data_dir, p)?;
+            write_sealed(&data_dir, p, &boundaries)?;
+            Ok(path)
+        })
+        .await
+        .map_err(|e| SpeedError::Internal(e.to_string()))??;
+        self.stats.checkpoints += 1;
+        tracing::debug!(partition = p, path = %path.display(), "epoch sealed");
+        self.send_control(SpeedMessage::Sealed { restore_id, span })
+            .await?;
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(Topics::READINGS, p, Offset::Offset(next))
+            .is_ok()
+        {
+            let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        }
+        Ok(())
+    }
+}

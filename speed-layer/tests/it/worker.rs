@@ -1,0 +1,160 @@
+//! The speed worker end to end: what it publishes to `braid.speed`, merged
+//! over epochs and partitions, equals the reference model of the log, also
+//! across a graceful restart and an abrupt one (the task dropped mid-run, as
+//! `kill -9` would leave it).
+
+use std::time::Duration;
+
+use braid_core::{Reading, ViewSet};
+use braid_speed::{SpeedConfig, run};
+use braid_testkit::logs::{caught_up, log_ends, merged_view, read_log, read_speed_until};
+use braid_testkit::model::reference_view;
+use braid_testkit::{init_tracing, memory_broker, produce};
+use tokio_util::sync::CancellationToken;
+
+const NOW: i64 = 1_700_000_000_000;
+
+const VIEWS: &str = r#"
+[defaults]
+current = "1m"
+outdated = "10m"
+max_out_of_orderness = "5s"
+dedup_horizon = "1h"
+
+[[views]]
+name = "per_device"
+window = "1m"
+group_by = ["device_id"]
+aggregates = ["count", "sum", "mean", "min", "max", "stddev", "quantiles"]
+
+[[views]]
+name = "fleet"
+window = "5m"
+hop = "1m"
+aggregates = ["count", "distinct_devices"]
+"#;
+
+/// Readings with on-time, outdated and historical lags and repeats.
+fn readings(round: u64, n: usize) -> Vec<Reading> {
+    (0..n)
+        .map(|i| {
+            let lag = match i % 10 {
+                0..=6 => (i as i64 * 997) % 50_000,
+                7 | 8 => 120_000 + (i as i64 * 31) % 300_000,
+                _ => 2 * 3_600_000,
+            };
+            Reading {
+                device_id: format!("dev-{}", i % 13),
+                metric: "t".into(),
+                ts: NOW - lag,
+                value: ((i * 7919) % 1000) as f64 / 10.0,
+                seq: Some(round * 1_000_000 + (i as u64 % (n as u64 - 3).max(1))),
+                tags: Default::default(),
+            }
+        })
+        .collect()
+}
+
+fn config(brokers: String, dir: &std::path::Path) -> SpeedConfig {
+    let mut c = SpeedConfig::new(brokers, dir.to_path_buf(), ViewSet::parse(VIEWS).unwrap());
+    c.checkpoint_interval = Duration::from_millis(700);
+    c.publish_interval = Duration::from_millis(50);
+    c
+}
+
+fn assert_matches_model(brokers: &str) {
+    let set = ViewSet::parse(VIEWS).unwrap();
+    let log = read_log(brokers);
+    assert!(!log.is_empty());
+    let ends = log_ends(&log);
+    let table = read_speed_until(brokers, Duration::from_secs(60), |t| caught_up(t, &ends));
+    for view in &set.views {
+        let model = reference_view(view, &set.settings, &log);
+        let ours = merged_view(&table, &view.name);
+        assert_eq!(ours.len(), model.len(), "view {}: windows", view.name);
+        for (key, want) in &model {
+            let (state, counters) = ours
+                .get(key)
+                .unwrap_or_else(|| panic!("view {} lacks {key:?}", view.name));
+            assert_eq!(
+                counters.readings as usize,
+                want.applied.len(),
+                "view {} {key:?}: readings",
+                view.name
+            );
+            assert_eq!(
+                counters.duplicates_dropped, want.duplicates_dropped,
+                "view {} {key:?}: duplicates",
+                view.name
+            );
+            assert_eq!(
+                counters.pending_historical, want.pending_historical,
+                "view {} {key:?}: pending",
+                view.name
+            );
+            assert_eq!(
+                counters.late_readings, want.late_readings,
+                "view {} {key:?}: late",
+                view.name
+            );
+            assert_eq!(
+                state.to_bytes(),
+                want.state(view.parts()).to_bytes(),
+                "view {} {key:?}: state",
+                view.name
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_states_equal_the_model() {
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rs = readings(0, 3000);
+    produce(&broker.brokers(), &rs, 40, Some(NOW)).await;
+    // The same readings again: every one a duplicate.
+    produce(&broker.brokers(), &rs[..500], 40, Some(NOW + 1000)).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
+    assert_matches_model(&broker.brokers());
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert_eq!(stats.records, 3500);
+    assert!(stats.checkpoints > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_count_nothing_twice() {
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    produce(&broker.brokers(), &readings(1, 2000), 25, Some(NOW)).await;
+
+    // A graceful stop: final checkpoint.
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
+    let ends = log_ends(&read_log(&broker.brokers()));
+    read_speed_until(&broker.brokers(), Duration::from_secs(60), |t| {
+        caught_up(t, &ends)
+    });
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // More data, a new worker, then an abrupt end in the middle of it.
+    produce(&broker.brokers(), &readings(2, 2000), 25, Some(NOW + 5000)).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    task.abort();
+    let _ = task.await;
+
+    // Data after the crash, and a third worker that restores what it can.
+    produce(&broker.brokers(), &readings(3, 1000), 25, Some(NOW + 9000)).await;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
+    assert_matches_model(&broker.brokers());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
