@@ -1,0 +1,322 @@
+//! The query routes (warp): `GET /v1/views`, `GET /v1/views/{view}`,
+//! `GET /v1/status`, `/livez`, `/readyz`. One error type with one status
+//! mapping, one `recover` into JSON errors.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use braid_core::time::{parse_duration, parse_rfc3339};
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Reply;
+
+use crate::Serving;
+use crate::query::{Query, rows, to_csv, watermark};
+
+/// Every way a query can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    /// No view of that name.
+    #[error("no view named `{0}` (GET /v1/views lists them)")]
+    UnknownView(String),
+    /// A query parameter is malformed.
+    #[error("parameter `{name}`: {reason}")]
+    BadParameter {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The answer cannot meet the query's contract.
+    #[error("contract not met: {0}")]
+    Contract(String),
+}
+
+impl warp::reject::Reject for ServingError {}
+
+impl ServingError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnknownView(_) => StatusCode::NOT_FOUND,
+            Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            Self::Contract(_) => StatusCode::CONFLICT,
+        }
+    }
+}
+
+fn time_param(
+    q: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<i64>, ServingError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .or_else(|| parse_rfc3339(v))
+            .map(Some)
+            .ok_or_else(|| ServingError::BadParameter {
+                name,
+                reason: format!("`{v}` is neither epoch milliseconds nor RFC 3339"),
+            }),
+    }
+}
+
+fn bool_param(q: &HashMap<String, String>, name: &'static str) -> Result<bool, ServingError> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ServingError::BadParameter {
+            name,
+            reason: format!("`{other}` is not true or false"),
+        }),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn view_answer(
+    s: &Serving,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<warp::reply::Response, ServingError> {
+    let view = s
+        .views
+        .get(name)
+        .ok_or_else(|| ServingError::UnknownView(name.to_string()))?;
+    let query = Query {
+        from: time_param(q, "from")?,
+        to: time_param(q, "to")?,
+        device: q.get("device").cloned(),
+        metric: q.get("metric").cloned(),
+        final_only: bool_param(q, "final_only")?,
+    };
+    match q.get("source").map(String::as_str) {
+        None | Some("merged") | Some("speed") => {}
+        Some("batch") => {
+            return Err(ServingError::Contract(
+                "source=batch: no batch run has been published (the batch layer is not built yet)"
+                    .into(),
+            ));
+        }
+        Some(other) => {
+            return Err(ServingError::BadParameter {
+                name: "source",
+                reason: format!("`{other}` is not batch, speed or merged"),
+            });
+        }
+    }
+    let last = s.feed.last_message_ms.load(Ordering::Relaxed) as i64;
+    let freshness = (last > 0).then(|| now_ms().saturating_sub(last).max(0));
+    if let Some(limit) = q.get("max_staleness") {
+        let limit = parse_duration(limit).map_err(|reason| ServingError::BadParameter {
+            name: "max_staleness",
+            reason,
+        })?;
+        match freshness {
+            Some(f) if f <= limit => {}
+            Some(f) => {
+                return Err(ServingError::Contract(format!(
+                    "max_staleness={limit} ms: the newest speed data is {f} ms old"
+                )));
+            }
+            None => {
+                return Err(ServingError::Contract(
+                    "max_staleness: no speed data yet".into(),
+                ));
+            }
+        }
+    }
+    if q.contains_key("min_completeness") {
+        return Err(ServingError::Contract(
+            "min_completeness is not supported yet: completeness needs the batch layer".into(),
+        ));
+    }
+    let (rows, wm) = {
+        let table = s
+            .feed
+            .table
+            .read()
+            .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
+        (rows(&table, view, &query), watermark(&table, view))
+    };
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => {
+            let body = json!({
+                "view": view.name,
+                "watermark": wm,
+                "freshness_ms": freshness,
+                "batch": Value::Null,
+                "rows": rows,
+            });
+            Ok(warp::reply::json(&body).into_response())
+        }
+        Some("csv") => Ok(warp::reply::with_header(
+            to_csv(view, &rows),
+            "content-type",
+            "text/csv; charset=utf-8",
+        )
+        .into_response()),
+        Some(other) => Err(ServingError::BadParameter {
+            name: "format",
+            reason: format!("`{other}` is not json or csv"),
+        }),
+    }
+}
+
+fn views_list(s: &Serving) -> Value {
+    let views: Vec<Value> = s
+        .views
+        .views
+        .iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "description": v.description,
+                "metrics": v.metrics,
+                "window_ms": v.windowing.size_ms,
+                "hop_ms": v.windowing.hop_ms,
+                "group_by": v.group_by,
+                "aggregates": v.aggregates.iter().map(|a| a.name()).collect::<Vec<_>>(),
+                "columns": v.columns().iter().map(|c| c.name()).collect::<Vec<_>>(),
+                "current_ms": v.lateness.current_ms,
+                "outdated_ms": v.lateness.outdated_ms,
+                "expected_devices": v.expected_devices,
+            })
+        })
+        .collect();
+    json!({ "views": views })
+}
+
+fn status(s: &Serving) -> Value {
+    let table = s.feed.table.read();
+    let partitions: serde_json::Map<String, Value> = match &table {
+        Ok(t) => t
+            .partitions()
+            .iter()
+            .map(|(p, ps)| {
+                (
+                    p.to_string(),
+                    json!({
+                        "next_offset": ps.progress.map(|(n, _)| n),
+                        "max_event_ts": ps.progress.and_then(|(_, ts)| ts),
+                        "states": ps.states.len(),
+                        "sealed_epochs": ps.sealed.len(),
+                    }),
+                )
+            })
+            .collect(),
+        Err(_) => serde_json::Map::new(),
+    };
+    json!({
+        "speed": {
+            "caught_up": s.feed.caught_up.load(Ordering::Relaxed),
+            "messages_applied": s.feed.applied.load(Ordering::Relaxed),
+            "messages_ignored": s.feed.ignored.load(Ordering::Relaxed),
+            "messages_undecodable": s.feed.undecodable.load(Ordering::Relaxed),
+            "partitions": partitions,
+        },
+        "batch": { "last_run": Value::Null, "note": "the batch layer is not built yet" },
+    })
+}
+
+/// The query routes, every rejection recovered into a JSON error.
+pub fn routes(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
+    unrecovered(s).recover(recover).unify().boxed()
+}
+
+/// The query routes with only their own errors recovered, for mounting
+/// beside other routes on one server.
+pub fn mountable(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
+    unrecovered(s).recover(recover_own).unify().boxed()
+}
+
+fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
+    let with = {
+        let s = s.clone();
+        warp::any().map(move || s.clone())
+    };
+    let list = warp::get()
+        .and(warp::path!("v1" / "views"))
+        .and(with.clone())
+        .map(|s: Arc<Serving>| warp::reply::json(&views_list(&s)).into_response());
+    let view = warp::get()
+        .and(warp::path!("v1" / "views" / String))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with.clone())
+        .and_then(
+            |name: String, q: HashMap<String, String>, s: Arc<Serving>| async move {
+                view_answer(&s, &name, &q).map_err(warp::reject::custom)
+            },
+        );
+    let status_route = warp::get()
+        .and(warp::path!("v1" / "status"))
+        .and(with.clone())
+        .map(|s: Arc<Serving>| warp::reply::json(&status(&s)).into_response());
+    let livez = warp::get()
+        .and(warp::path!("livez"))
+        .map(|| "ok".into_response());
+    let readyz = warp::get()
+        .and(warp::path!("readyz"))
+        .and(with)
+        .map(|s: Arc<Serving>| {
+            if s.feed.caught_up.load(Ordering::Relaxed) {
+                "ready".into_response()
+            } else {
+                warp::reply::with_status(
+                    "catching up with braid.speed",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+                .into_response()
+            }
+        });
+    list.or(view)
+        .unify()
+        .or(status_route)
+        .unify()
+        .or(livez)
+        .unify()
+        .or(readyz)
+        .unify()
+        .boxed()
+}
+
+async fn recover_own(r: warp::Rejection) -> Result<warp::reply::Response, warp::Rejection> {
+    match r.find::<ServingError>() {
+        Some(e) => Ok(warp::reply::with_status(
+            warp::reply::json(&json!({ "error": e.to_string() })),
+            e.status(),
+        )
+        .into_response()),
+        None => Err(r),
+    }
+}
+
+/// Turns any rejection into a JSON error with the right status.
+pub async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, msg) = if let Some(e) = r.find::<ServingError>() {
+        (e.status(), e.to_string())
+    } else if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such route".to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, format!("{r:?}"))
+    };
+    Ok(
+        warp::reply::with_status(warp::reply::json(&json!({ "error": msg })), status)
+            .into_response(),
+    )
+}

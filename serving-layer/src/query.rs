@@ -1,0 +1,243 @@
+//! Answers: the rows of a view for a time range, merged and labelled.
+//!
+//! Today the serving layer has only the speed side (the batch layer is not
+//! built), so every row's `source` is `speed` and no window is `final`; the
+//! merge itself is the core's `merge_window`, which adds a batch part the day
+//! there is one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use braid_core::agg::AggState;
+use braid_core::fold::GroupKey;
+use braid_core::merge::{Counters, Cut, Source, merge_window};
+use braid_core::speedlog::SpeedTable;
+use braid_core::watermark::WindowState;
+use braid_core::{Column, ViewDef};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// What a query asks for.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Windows starting at or after this, epoch ms.
+    pub from: Option<i64>,
+    /// Windows starting before this, epoch ms.
+    pub to: Option<i64>,
+    /// Only this device (views grouped by `device_id`).
+    pub device: Option<String>,
+    /// Only this metric (views grouped by `metric`).
+    pub metric: Option<String>,
+    /// Only final windows.
+    pub final_only: bool,
+}
+
+/// One row: one window of one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Window start, epoch ms.
+    pub window_start: i64,
+    /// Window end, epoch ms.
+    pub window_end: i64,
+    /// Group key values by name, then aggregate columns by name.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+    /// Where the numbers came from.
+    pub source: &'static str,
+    /// `open`, `closed` or `final`.
+    pub state: &'static str,
+    /// Readings folded in.
+    pub readings: u64,
+    /// Of those, from a batch run.
+    pub readings_batch: u64,
+    /// Of those, from the speed layer.
+    pub readings_speed: u64,
+    /// Readings that arrived after the window had closed.
+    pub late_readings: u64,
+    /// Historical readings not yet in any batch run.
+    pub pending_historical: u64,
+    /// Duplicates dropped.
+    pub duplicates_dropped: u64,
+    /// Devices seen in the window, where the view expects some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reporting_devices: Option<u64>,
+    /// Devices the view expects per window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_devices: Option<u64>,
+}
+
+/// The view's watermark from the speed workers' progress: the smallest
+/// largest-event-time over partitions, minus the view's slack.
+pub fn watermark(table: &SpeedTable, view: &ViewDef) -> Option<i64> {
+    table
+        .partitions()
+        .values()
+        .filter_map(|p| p.progress.and_then(|(_, ts)| ts))
+        .min()
+        .map(|ts| ts.saturating_sub(view.max_out_of_orderness_ms))
+}
+
+/// The merged rows of `view` that match `q`, ordered by window then group.
+pub fn rows(table: &SpeedTable, view: &ViewDef, q: &Query) -> Vec<Row> {
+    let wm = watermark(table, view);
+    let mut parts: BTreeMap<(i64, GroupKey), Vec<_>> = BTreeMap::new();
+    for ps in table.partitions().values() {
+        for (k, published) in &ps.states {
+            if k.view != view.name
+                || q.from.is_some_and(|f| k.window_start < f)
+                || q.to.is_some_and(|t| k.window_start >= t)
+                || !group_matches(view, &k.group, q)
+            {
+                continue;
+            }
+            parts
+                .entry((k.window_start, k.group.clone()))
+                .or_default()
+                .push((
+                    table.span_of(k, published),
+                    &published.state,
+                    &published.counters,
+                ));
+        }
+    }
+    let device_pos = view.group_by.iter().position(|g| g == "device_id");
+    let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    let mut merged = Vec::new();
+    for ((start, group), spans) in parts {
+        // Speed-only today: the cut is empty, so every epoch counts.
+        let Ok(Some(m)) = merge_window(None, spans, &Cut::default()) else {
+            continue;
+        };
+        if let Some(i) = device_pos
+            && m.state.count() > 0
+            && let Some(Some(d)) = group.get(i)
+        {
+            reporting.entry(start).or_default().insert(d.clone());
+        }
+        merged.push((start, group, m.state, m.batch, m.speed, m.source));
+    }
+    merged
+        .into_iter()
+        .filter_map(|(start, group, state, batch, speed, source)| {
+            let end = start + view.windowing.size_ms;
+            let window_state = WindowState::of(end, wm, false);
+            if q.final_only && window_state != WindowState::Final {
+                return None;
+            }
+            let reporting_devices = view.expected_devices.map(|_| match device_pos {
+                Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
+                None => state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
+            });
+            Some(row(
+                view,
+                start,
+                end,
+                &group,
+                &state,
+                batch,
+                speed,
+                source,
+                window_state,
+                reporting_devices,
+            ))
+        })
+        .collect()
+}
+
+fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {
+    let check = |name: &str, want: &Option<String>| match (
+        want,
+        view.group_by.iter().position(|g| g == name),
+    ) {
+        (Some(w), Some(i)) => group.get(i).and_then(|v| v.as_deref()) == Some(w.as_str()),
+        _ => true,
+    };
+    check("device_id", &q.device) && check("metric", &q.metric)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    view: &ViewDef,
+    start: i64,
+    end: i64,
+    group: &GroupKey,
+    state: &AggState,
+    batch: Counters,
+    speed: Counters,
+    source: Source,
+    window_state: WindowState,
+    reporting_devices: Option<u64>,
+) -> Row {
+    let mut fields = Map::new();
+    for (name, value) in view.group_by.iter().zip(group) {
+        fields.insert(
+            name.clone(),
+            value.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    for col in view.columns() {
+        let v = state
+            .value(col)
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number);
+        fields.insert(col.name().to_string(), v);
+    }
+    Row {
+        window_start: start,
+        window_end: end,
+        fields,
+        source: source.name(),
+        state: window_state.name(),
+        readings: batch.readings + speed.readings,
+        readings_batch: batch.readings,
+        readings_speed: speed.readings,
+        late_readings: batch.late_readings + speed.late_readings,
+        pending_historical: batch.pending_historical + speed.pending_historical,
+        duplicates_dropped: batch.duplicates_dropped + speed.duplicates_dropped,
+        reporting_devices,
+        expected_devices: view.expected_devices,
+    }
+}
+
+/// Rows as CSV: a header of every field, then one line per row.
+pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
+    let mut header: Vec<String> = vec!["window_start".into(), "window_end".into()];
+    header.extend(view.group_by.iter().cloned());
+    header.extend(view.columns().iter().map(|c| c.name().to_string()));
+    header.extend(
+        [
+            "source",
+            "state",
+            "readings",
+            "readings_batch",
+            "readings_speed",
+            "late_readings",
+            "pending_historical",
+            "duplicates_dropped",
+        ]
+        .map(String::from),
+    );
+    let mut out = header.join(",");
+    out.push('\n');
+    for r in rows {
+        let v = serde_json::to_value(r).unwrap_or(Value::Null);
+        let cells: Vec<String> = header
+            .iter()
+            .map(|h| match v.get(h) {
+                Some(Value::String(s)) => csv_escape(s),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            })
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_escape(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

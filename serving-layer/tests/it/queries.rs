@@ -1,0 +1,254 @@
+//! Rows of a view as the API answers them, from `braid.speed` messages that
+//! the test publishes itself (as a speed worker would): epochs merged, stale
+//! restores ignored, metadata carried; contracts that cannot be met say so.
+
+use std::time::{Duration, Instant};
+
+use braid_core::ViewSet;
+use braid_core::agg::AggState;
+use braid_core::merge::{Counters, EpochSpan};
+use braid_core::speedlog::{SpeedKey, SpeedMessage};
+use braid_kafka::{Topics, producer_config};
+use braid_serving::{ServingConfig, api::routes, start};
+use braid_testkit::{init_tracing, memory_broker};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const VIEWS: &str = r#"
+[[views]]
+name = "per_device"
+window = "1m"
+group_by = ["device_id"]
+aggregates = ["count", "mean", "max"]
+expected_devices = 5
+"#;
+
+const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
+
+async fn publish(brokers: &str, msgs: &[SpeedMessage]) {
+    let producer: FutureProducer = producer_config(brokers).create().unwrap();
+    for m in msgs {
+        let payload = m.to_bytes();
+        producer
+            .send(
+                FutureRecord::to(Topics::SPEED)
+                    .partition(m.partition())
+                    .key("k")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// The state of one device in one epoch: `values`, with counters.
+fn state(
+    set: &ViewSet,
+    device: &str,
+    epoch_start: i64,
+    restore_id: u64,
+    values: &[f64],
+    dups: u64,
+) -> SpeedMessage {
+    let view = &set.views[0];
+    let mut s = AggState::new(view.parts());
+    for &v in values {
+        s.fold(v, braid_core::hash::device_hash(device));
+    }
+    SpeedMessage::State {
+        key: SpeedKey {
+            view: view.name.clone(),
+            window_start: T0,
+            group: vec![Some(device.to_string())],
+            partition: 0,
+            epoch_start,
+        },
+        restore_id,
+        max_offset: epoch_start + values.len() as i64,
+        state: s,
+        counters: Counters {
+            readings: values.len() as u64,
+            duplicates_dropped: dups,
+            ..Counters::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_carry_values_and_metadata() {
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = ViewSet::parse(VIEWS).unwrap();
+    let stop = CancellationToken::new();
+    // Three devices; d0 spread over two epochs, and a zombie's state that
+    // must not count.
+    publish(
+        &broker.brokers(),
+        &[
+            SpeedMessage::Restored {
+                partition: 0,
+                restore_id: 1,
+                boundary: 0,
+            },
+            state(&set, "d0", 0, 1, &[0.0, 3.0, 6.0, 9.0], 1),
+            state(&set, "d1", 0, 1, &[1.0, 4.0], 0),
+            SpeedMessage::Sealed {
+                restore_id: 1,
+                span: EpochSpan {
+                    partition: 0,
+                    start: 0,
+                    end: 10,
+                },
+            },
+            SpeedMessage::Restored {
+                partition: 0,
+                restore_id: 2,
+                boundary: 10,
+            },
+            state(&set, "d0", 10, 1, &[100.0], 0),
+            state(&set, "d0", 10, 2, &[12.0, 15.0, 18.0, 21.0, 24.0, 27.0], 0),
+            state(
+                &set,
+                "d1",
+                10,
+                2,
+                &[7.0, 10.0, 13.0, 16.0, 19.0, 22.0, 25.0, 28.0],
+                0,
+            ),
+            state(
+                &set,
+                "d2",
+                10,
+                2,
+                &[2.0, 5.0, 8.0, 11.0, 14.0, 17.0, 20.0, 23.0, 26.0, 29.0],
+                0,
+            ),
+            SpeedMessage::Progress {
+                restore_id: 2,
+                partition: 0,
+                next_offset: 40,
+                max_event_ts: Some(T0 + 29_000),
+            },
+        ],
+    )
+    .await;
+    let serving = start(
+        &ServingConfig {
+            brokers: broker.brokers(),
+            data_dir: dir.path().to_path_buf(),
+            views: set,
+            http: "127.0.0.1:0".parse().unwrap(),
+        },
+        stop.clone(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let s = stop.clone();
+    tokio::spawn(
+        warp::serve(routes(serving))
+            .incoming(listener)
+            .graceful(async move { s.cancelled().await })
+            .run(),
+    );
+
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let a: Value = http
+            .get(format!("{base}/v1/views/per_device?from={T0}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let total: u64 = a["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["readings"].as_u64().unwrap())
+            .sum();
+        if total == 30 {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "rows never added up: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let rows = answer["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    let d0 = rows.iter().find(|r| r["device_id"] == "d0").unwrap();
+    assert_eq!(d0["count"], 10.0);
+    assert_eq!(d0["max"], 27.0);
+    assert_eq!(d0["mean"], 13.5);
+    assert_eq!(d0["duplicates_dropped"], 1);
+    assert_eq!(d0["source"], "speed");
+    assert_eq!(d0["window_start"], T0);
+    assert_eq!(d0["window_end"], T0 + 60_000);
+    assert_eq!(d0["reporting_devices"], 3);
+    assert_eq!(d0["expected_devices"], 5);
+    assert!(answer["watermark"].is_i64());
+
+    let one = http
+        .get(format!("{base}/v1/views/per_device?device=d1"))
+        .send()
+        .await
+        .unwrap();
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+    let csv = http
+        .get(format!("{base}/v1/views/per_device?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.starts_with("window_start,window_end,device_id,count,mean,max,source"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 4);
+
+    let r = http
+        .get(format!("{base}/v1/views/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/v1/views/per_device?source=batch"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("no batch run"));
+    let r = http
+        .get(format!("{base}/v1/views/per_device?from=yesterday"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        http.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let status: Value = http
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["speed"]["caught_up"], true);
+    stop.cancel();
+}
