@@ -17,7 +17,7 @@ use braid_kafka::{BrokerStorage, EmbeddedBroker, ensure_topics};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{HttpArgs, KafkaArgs, StorageArgs, ViewsArgs};
+use crate::args::{HttpArgs, IngestArgs, KafkaArgs, StorageArgs, ViewsArgs};
 
 /// Braid: IoT readings into live and historical answers, counted exactly
 /// once, with every window labelled by source, state and completeness.
@@ -30,8 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run everything in one process: the embedded broker (unless --brokers)
-    /// and every role built so far.
+    /// Run everything in one process: the embedded broker (unless --brokers),
+    /// ingest, the speed layer and the query API on one HTTP port.
     Up {
         #[command(flatten)]
         kafka: KafkaArgs,
@@ -41,6 +41,39 @@ enum Command {
         views: ViewsArgs,
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
+    },
+    /// Run a speed-layer worker: incremental views from braid.readings into
+    /// braid.speed, checkpointed under the data directory.
+    Speed {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        views: ViewsArgs,
+    },
+    /// Run a serving replica alone: the query API over braid.speed.
+    Serve {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        views: ViewsArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+    },
+    /// Run the ingest gateway alone: POST /v1/readings (JSON, NDJSON) and
+    /// POST /v1/write (InfluxDB line protocol) into braid.readings.
+    Ingest {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        ingest: IngestArgs,
     },
     /// Run the embedded Kafka-protocol broker alone (tansu, file-backed).
     Broker {
@@ -107,7 +140,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             storage,
             views,
             http,
-        } => runtime()?.block_on(up(kafka, storage, views, http)),
+            ingest,
+        } => runtime()?.block_on(up(kafka, storage, views, http, ingest)),
+        Command::Ingest {
+            kafka,
+            http,
+            ingest,
+        } => runtime()?.block_on(ingest_alone(kafka, http, ingest)),
+        Command::Speed {
+            kafka,
+            storage,
+            views,
+        } => runtime()?.block_on(speed_alone(kafka, storage, views)),
+        Command::Serve {
+            kafka,
+            storage,
+            views,
+            http,
+        } => runtime()?.block_on(serve_alone(kafka, storage, views, http)),
     }
 }
 
@@ -209,13 +259,82 @@ async fn broker(kafka: KafkaArgs, storage: StorageArgs, memory: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn up(
+fn external_brokers(kafka: &KafkaArgs, role: &str) -> Result<String> {
+    kafka.brokers.clone().ok_or_else(|| {
+        anyhow::anyhow!("`braid {role}` joins a running Kafka: give --brokers (or BRAID_BROKERS), e.g. the address `braid broker` prints")
+    })
+}
+
+async fn ingest_alone(kafka: KafkaArgs, http: HttpArgs, ingest: IngestArgs) -> Result<ExitCode> {
+    let brokers = external_brokers(&kafka, "ingest")?;
+    let shutdown = shutdown_on_signal();
+    println!(
+        "braid ingest: writing to {brokers}, listening on http://{}",
+        http.http
+    );
+    braid_ingest::run(ingest.config(brokers, http.http), shutdown).await?;
+    println!("braid ingest: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn speed_alone(kafka: KafkaArgs, storage: StorageArgs, views: ViewsArgs) -> Result<ExitCode> {
+    let brokers = external_brokers(&kafka, "speed")?;
+    let set = load_views(&views.views)?;
+    let shutdown = shutdown_on_signal();
+    println!(
+        "braid speed: reading {brokers}, checkpoints under {}",
+        storage.data_dir.display()
+    );
+    let stats = braid_speed::run(
+        braid_speed::SpeedConfig::new(brokers, storage.data_dir, set),
+        shutdown,
+    )
+    .await?;
+    println!(
+        "braid speed: stopped after {} records, {} checkpoints",
+        stats.records, stats.checkpoints
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_alone(
     kafka: KafkaArgs,
     storage: StorageArgs,
     views: ViewsArgs,
     http: HttpArgs,
 ) -> Result<ExitCode> {
+    let brokers = external_brokers(&kafka, "serve")?;
     let set = load_views(&views.views)?;
+    let shutdown = shutdown_on_signal();
+    println!(
+        "braid serve: reading {brokers}, listening on http://{}",
+        http.http
+    );
+    braid_serving::run(
+        braid_serving::ServingConfig {
+            brokers,
+            data_dir: storage.data_dir,
+            views: set,
+            http: http.http,
+        },
+        shutdown,
+    )
+    .await?;
+    println!("braid serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn up(
+    kafka: KafkaArgs,
+    storage: StorageArgs,
+    views: ViewsArgs,
+    http: HttpArgs,
+    ingest: IngestArgs,
+) -> Result<ExitCode> {
+    use warp::Filter;
+
+    let set = load_views(&views.views)?;
+    braid_ingest::check_exposure(http.http, ingest.insecure)?;
     let shutdown = shutdown_on_signal();
     let (brokers, embedded) = match &kafka.brokers {
         Some(b) => {
@@ -229,19 +348,60 @@ async fn up(
             (broker.brokers(), Some(broker))
         }
     };
+    let speed = tokio::spawn(braid_speed::run(
+        braid_speed::SpeedConfig::new(brokers.clone(), storage.data_dir.clone(), set.clone()),
+        shutdown.clone(),
+    ));
+    let gateway = braid_ingest::gateway(&ingest.config(brokers.clone(), http.http)).await?;
+    let serving = braid_serving::start(
+        &braid_serving::ServingConfig {
+            brokers: brokers.clone(),
+            data_dir: storage.data_dir.clone(),
+            views: set.clone(),
+            http: http.http,
+        },
+        shutdown.clone(),
+    )?;
+    let routes = braid_ingest::gateway::filters::mountable(gateway.clone())
+        .or(braid_serving::api::mountable(serving))
+        .unify()
+        .recover(braid_serving::api::recover)
+        .unify();
+    let listener = tokio::net::TcpListener::bind(http.http)
+        .await
+        .with_context(|| format!("binding {}", http.http))?;
+    let addr = listener.local_addr().unwrap_or(http.http);
     println!(
-        "braid up: Kafka at {brokers}, {} views from {}",
+        "braid up: Kafka at {brokers}; {} views from {}; data under {}",
         set.views.len(),
-        views.views.display()
+        views.views.display(),
+        storage.data_dir.display()
     );
     println!(
-        "braid up: ingest, speed, batch and serving are not built yet; nothing listens on {} (Ctrl-C stops)",
-        http.http
+        "braid up: write to http://{addr}/v1/readings or /v1/write, query http://{addr}/v1/views (Ctrl-C stops)"
     );
-    shutdown.cancelled().await;
+    let stop = shutdown.clone();
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move { stop.cancelled().await })
+        .run()
+        .await;
+    shutdown.cancel();
+    let flushed = gateway.sink.flush(std::time::Duration::from_secs(10));
+    let speed_outcome = speed.await;
     if let Some(b) = embedded {
         b.stop().await;
     }
-    println!("braid up: stopped");
-    Ok(ExitCode::SUCCESS)
+    flushed.context("flushing the ingest producer")?;
+    match speed_outcome {
+        Ok(Ok(stats)) => {
+            println!(
+                "braid up: stopped ({} records folded, {} checkpoints)",
+                stats.records, stats.checkpoints
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(e)) => Err(e).context("the speed layer stopped"),
+        Err(e) => Err(anyhow::anyhow!("the speed layer panicked: {e}")),
+    }
 }

@@ -1,6 +1,9 @@
 //! Integration tests of the `braid` binary, run as a process.
 
+#![allow(clippy::unwrap_used)] // test helpers panic on failure by design
+
 mod broker;
+mod up;
 mod views;
 
 use std::process::{Command, Output};
