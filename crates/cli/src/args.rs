@@ -94,3 +94,65 @@ impl IngestArgs {
         }
     }
 }
+
+/// A simulated fleet.
+#[derive(Args, Clone, Debug)]
+pub struct SimArgs {
+    /// Devices in the fleet.
+    #[arg(long, env = "BRAID_SIM_DEVICES", default_value_t = 50)]
+    pub devices: usize,
+
+    /// Readings per second over the whole fleet.
+    #[arg(long, env = "BRAID_SIM_RATE", default_value_t = 100.0)]
+    pub rate: f64,
+
+    /// Random seed: the same seed gives the same fleet.
+    #[arg(long, env = "BRAID_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Share of readings stamped up to a minute late (out of order).
+    #[arg(long, default_value_t = 0.05)]
+    pub out_of_order: f64,
+
+    /// Share of readings 2 to 50 minutes late (outdated).
+    #[arg(long, default_value_t = 0.01)]
+    pub outdated: f64,
+
+    /// Share of readings 2 to 24 hours late (historical).
+    #[arg(long, default_value_t = 0.002)]
+    pub historical: f64,
+
+    /// Share of readings sent twice.
+    #[arg(long, default_value_t = 0.01)]
+    pub duplicate: f64,
+
+    /// Share of readings with an injected spike.
+    #[arg(long, default_value_t = 0.001)]
+    pub anomaly: f64,
+}
+
+impl SimArgs {
+    /// The simulator configuration for `brokers` and `scenario`.
+    pub fn config(&self, brokers: String, scenario: braid_sim::Scenario) -> braid_sim::SimConfig {
+        braid_sim::SimConfig {
+            brokers,
+            scenario,
+            devices: self.devices,
+            rate: self.rate,
+            shares: braid_sim::Shares {
+                out_of_order: self.out_of_order,
+                outdated: self.outdated,
+                historical: self.historical,
+                duplicate: self.duplicate,
+                anomaly: self.anomaly,
+            },
+            seed: self.seed,
+        }
+    }
+}
+
+/// Parses a scenario name.
+pub fn parse_scenario(s: &str) -> Result<braid_sim::Scenario, String> {
+    braid_sim::Scenario::parse(s)
+        .ok_or_else(|| format!("`{s}` is not a scenario: use parking, home or farm"))
+}

@@ -17,7 +17,9 @@ use braid_kafka::{BrokerStorage, EmbeddedBroker, ensure_topics};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{HttpArgs, IngestArgs, KafkaArgs, StorageArgs, ViewsArgs};
+use crate::args::{
+    HttpArgs, IngestArgs, KafkaArgs, SimArgs, StorageArgs, ViewsArgs, parse_scenario,
+};
 
 /// Braid: IoT readings into live and historical answers, counted exactly
 /// once, with every window labelled by source, state and completeness.
@@ -43,6 +45,21 @@ enum Command {
         http: HttpArgs,
         #[command(flatten)]
         ingest: IngestArgs,
+        /// Also run a simulated fleet of this scenario: parking, home or farm.
+        #[arg(long, env = "BRAID_SIMULATE", value_parser = parse_scenario)]
+        simulate: Option<braid_sim::Scenario>,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
+    /// Send a simulated fleet's readings into braid.readings until Ctrl-C.
+    Simulate {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The fleet: parking, home or farm.
+        #[arg(long, env = "BRAID_SCENARIO", value_parser = parse_scenario)]
+        scenario: braid_sim::Scenario,
+        #[command(flatten)]
+        sim: SimArgs,
     },
     /// Run a speed-layer worker: incremental views from braid.readings into
     /// braid.speed, checkpointed under the data directory.
@@ -141,7 +158,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
-        } => runtime()?.block_on(up(kafka, storage, views, http, ingest)),
+            simulate,
+            sim,
+        } => runtime()?.block_on(up(
+            kafka,
+            storage,
+            views,
+            http,
+            ingest,
+            simulate.map(|s| (s, sim)),
+        )),
+        Command::Simulate {
+            kafka,
+            scenario,
+            sim,
+        } => runtime()?.block_on(simulate(kafka, scenario, sim)),
         Command::Ingest {
             kafka,
             http,
@@ -324,12 +355,29 @@ async fn serve_alone(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn simulate(
+    kafka: KafkaArgs,
+    scenario: braid_sim::Scenario,
+    sim: SimArgs,
+) -> Result<ExitCode> {
+    let brokers = external_brokers(&kafka, "simulate")?;
+    let shutdown = shutdown_on_signal();
+    println!(
+        "braid simulate: {} {scenario:?} devices at {} readings/s into {brokers} (Ctrl-C stops)",
+        sim.devices, sim.rate
+    );
+    let sent = braid_sim::run(sim.config(brokers, scenario), shutdown).await?;
+    println!("braid simulate: stopped after {sent} readings");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn up(
     kafka: KafkaArgs,
     storage: StorageArgs,
     views: ViewsArgs,
     http: HttpArgs,
     ingest: IngestArgs,
+    simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
 
@@ -380,6 +428,19 @@ async fn up(
     println!(
         "braid up: write to http://{addr}/v1/readings or /v1/write, query http://{addr}/v1/views (Ctrl-C stops)"
     );
+    if let Some((scenario, sim)) = simulate {
+        println!(
+            "braid up: simulating {} {scenario:?} devices at {} readings/s",
+            sim.devices, sim.rate
+        );
+        let config = sim.config(brokers.clone(), scenario);
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = braid_sim::run(config, stop).await {
+                tracing::warn!(error = %e, "the simulator stopped");
+            }
+        });
+    }
     let stop = shutdown.clone();
     warp::serve(routes)
         .incoming(listener)

@@ -101,8 +101,13 @@ pub fn reading_from_json(value: Value) -> Result<Reading, FieldError> {
         Some(_) => return Err(FieldError::new("tags", "must be an object of strings")),
     };
     if let Some(unknown) = obj.keys().next() {
+        let name = if unknown.is_empty() {
+            "\"\"".to_string()
+        } else {
+            unknown.clone()
+        };
         return Err(FieldError::new(
-            unknown.clone(),
+            name,
             format!("is not a reading field (expected {FIELDS})"),
         ));
     }

@@ -99,11 +99,11 @@ pub fn parse_line(
     let mut fields: Vec<(String, FieldValue)> = Vec::new();
     loop {
         let k = p.token(b"= ,", "field key")?;
-        p.expect(b'=', "field")?;
-        let v = p.field_value(&k)?;
         if k.is_empty() {
             return Err(FieldError::new("fields", "a field has no key"));
         }
+        p.expect(b'=', "field")?;
+        let v = p.field_value(&k)?;
         fields.push((k, v));
         match p.peek() {
             Some(b',') => p.i += 1,

@@ -11,9 +11,9 @@
 //! that retries with the same readings is then covered by the dedup rule.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use braid_core::Reading;
 use braid_core::codec::encode_message;
@@ -39,12 +39,28 @@ pub enum SinkError {
 }
 
 /// A producer into `braid.readings`.
+///
+/// After a failed send the producer is rebuilt (at most every
+/// [`REBUILD_AFTER`]): a broker that restarted may no longer know the
+/// idempotent producer's id, and tansu 0.6's SQLite engine then fails every
+/// produce of the old session instead of asking for a new one. Nothing
+/// acknowledged is affected: what the old producer still held was answered
+/// with a 503.
 #[derive(Clone)]
 pub struct ReadingSink {
-    producer: FutureProducer,
-    partitions: Arc<AtomicI32>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    producer: RwLock<FutureProducer>,
+    last_rebuild: Mutex<Instant>,
+    partitions: AtomicI32,
     ack_timeout: Duration,
 }
+
+/// Least time between two rebuilds of the producer.
+pub const REBUILD_AFTER: Duration = Duration::from_secs(3);
 
 impl ReadingSink {
     /// Connects to `brokers` and learns the partition count of
@@ -62,17 +78,52 @@ impl ReadingSink {
             .create()
             .map_err(|e| KafkaError::client("creating the producer", e))?;
         let sink = Self {
-            producer,
-            partitions: Arc::new(AtomicI32::new(0)),
-            ack_timeout,
+            inner: Arc::new(Inner {
+                config,
+                producer: RwLock::new(producer),
+                last_rebuild: Mutex::new(Instant::now()),
+                partitions: AtomicI32::new(0),
+                ack_timeout,
+            }),
         };
         sink.refresh_partitions().await?;
         Ok(sink)
     }
 
+    fn producer(&self) -> FutureProducer {
+        match self.inner.producer.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the producer with a fresh one (a new idempotent session),
+    /// unless that was done less than [`REBUILD_AFTER`] ago.
+    fn rebuild_after_failure(&self) {
+        let Ok(mut last) = self.inner.last_rebuild.lock() else {
+            return;
+        };
+        if last.elapsed() < REBUILD_AFTER {
+            return;
+        }
+        *last = Instant::now();
+        match self.inner.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let old = match self.inner.producer.write() {
+                    Ok(mut p) => std::mem::replace(&mut *p, fresh),
+                    Err(_) => return,
+                };
+                tracing::info!("kafka producer rebuilt after a failed send");
+                // Dropping purges and joins the old client: not on a runtime thread.
+                std::thread::spawn(move || drop(old));
+            }
+            Err(e) => tracing::warn!(error = %e, "rebuilding the kafka producer failed"),
+        }
+    }
+
     /// Re-reads the partition count of `braid.readings`.
     pub async fn refresh_partitions(&self) -> Result<i32, KafkaError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let n = tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -92,18 +143,28 @@ impl ReadingSink {
                 Topics::READINGS
             )));
         }
-        self.partitions.store(n, Ordering::Relaxed);
+        self.inner.partitions.store(n, Ordering::Relaxed);
         Ok(n)
     }
 
     /// Partitions of `braid.readings` as last read.
     pub fn partitions(&self) -> i32 {
-        self.partitions.load(Ordering::Relaxed)
+        self.inner.partitions.load(Ordering::Relaxed)
     }
 
     /// Sends `readings` stamped with `ingest_ts` and waits for every
     /// acknowledgement. Returns the number of Kafka messages used.
     pub async fn send(&self, readings: &[Reading], ingest_ts: i64) -> Result<usize, SinkError> {
+        let result = self.send_once(readings, ingest_ts).await;
+        if result.is_err() {
+            self.rebuild_after_failure();
+        }
+        result
+    }
+
+    async fn send_once(&self, readings: &[Reading], ingest_ts: i64) -> Result<usize, SinkError> {
+        let producer = self.producer();
+        let ack_timeout = self.inner.ack_timeout;
         let batches = pack(readings, self.partitions());
         let mut pending = Vec::with_capacity(batches.len());
         for (partition, payload, key) in &batches {
@@ -114,20 +175,20 @@ impl ReadingSink {
             if let Some(k) = key {
                 record = record.key(k.as_str());
             }
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => return Err(KafkaError::client("queueing readings", e).into()),
             }
         }
         let all = futures::future::join_all(pending);
-        let results = tokio::time::timeout(self.ack_timeout, all)
+        let results = tokio::time::timeout(ack_timeout, all)
             .await
-            .map_err(|_| SinkError::Timeout(self.ack_timeout))?;
+            .map_err(|_| SinkError::Timeout(ack_timeout))?;
         for r in results {
             match r {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) => return Err(KafkaError::client("writing readings", e).into()),
-                Err(_) => return Err(SinkError::Timeout(self.ack_timeout)),
+                Err(_) => return Err(SinkError::Timeout(ack_timeout)),
             }
         }
         Ok(batches.len())
@@ -135,7 +196,7 @@ impl ReadingSink {
 
     /// Waits until everything queued is delivered (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer
+        self.producer()
             .flush(timeout)
             .map_err(|e| KafkaError::client("flushing the producer", e))
     }
