@@ -1,36 +1,38 @@
-//! Braid's the batch layer: archiver (`braid archive`), backfill import (`braid import`) and the DataFusion recompute of every view (`braid batch run`).
+//! Braid's batch layer: the archiver (`braid archive`) that keeps the
+//! immutable Parquet master dataset, and, later, backfill import and the
+//! DataFusion recompute of every view.
 //!
-//! It meets the other layers only through Kafka topics and stored views,
+//! It meets the other layers only through Kafka topics and stored files,
 //! never through their code: `scripts/check` enforces that no layer crate
-//! depends on another. Its entry point is [`run`].
+//! depends on another. The archive's on-disk layout is described in
+//! [`archive`].
 //!
-//! Status: the entry point and its configuration exist so that the binary
-//! and the layering rules are in place; the layer itself is the subject of
-//! issue 4 and is not built yet. [`run`] says so instead of pretending.
+//! Status: the archiver is built. `braid import` and `braid batch run` (the
+//! recompute with DataFusion user-defined aggregates, the cut, manifests and
+//! `CURRENT`) are the rest of issue 4 and are not built yet.
 
-use tokio_util::sync::CancellationToken;
+pub mod archive;
 
-/// What the batch layer needs to run.
-#[derive(Clone, Debug)]
-pub struct BatchConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// The data directory.
-    pub data_dir: std::path::PathBuf,
-    /// The views to maintain.
-    pub views: braid_core::ViewSet,
-}
+use std::path::PathBuf;
 
 /// Why the batch layer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    /// This build does not contain the layer yet.
-    #[error("the batch layer is not built yet (issue 4)")]
-    NotBuilt,
+    /// Kafka failed.
+    #[error(transparent)]
+    Kafka(#[from] braid_kafka::KafkaError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A broken invariant.
+    #[error("batch layer: {0}")]
+    Internal(String),
 }
 
-/// Runs the batch layer until `shutdown` is cancelled.
-pub async fn run(config: BatchConfig, shutdown: CancellationToken) -> Result<(), BatchError> {
-    let _ = (config, shutdown);
-    Err(BatchError::NotBuilt)
-}
+pub use archive::{ArchiveConfig, ArchiveStats, run};

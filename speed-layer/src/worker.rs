@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_core::agg::AggState;
@@ -19,55 +19,31 @@ use braid_core::hash::device_hash;
 use braid_core::merge::{Counters, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
 use braid_core::{Limits, Position, Record, ViewSet};
-use braid_kafka::{KafkaError, Topics, consumer_config, producer_config};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+use braid_kafka::{
+    KafkaError, Resume, RevocationContext, Step, Topics, consumer_config, producer_config,
 };
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::{Checkpoint, Entry, StateKey, read_sealed, write_sealed};
 use crate::{SpeedConfig, SpeedError};
 
-/// Rebalance events seen by the consumer, drained by the loop.
-#[derive(Default)]
-struct Events {
-    revoked: Vec<i32>,
-}
-
-struct Context {
-    events: Arc<Mutex<Events>>,
-}
-
-impl ClientContext for Context {}
-
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance
-            && let Ok(mut ev) = self.events.lock()
-        {
-            ev.revoked
-                .extend(tpl.elements().iter().map(|e| e.partition()));
-        }
-    }
-}
-
 /// One assigned partition.
 struct Partition {
     restore_id: u64,
     folder: PartitionFolder,
-    /// Next offset to fold; `None` until the first message of a partition
-    /// that has no checkpoint.
-    next_offset: Option<i64>,
+    /// Where folding resumes; unknown until the first message of a
+    /// partition that has no checkpoint.
+    resume: Resume,
     epoch_start: i64,
     sealed: Vec<(i64, i64)>,
     boundaries: Vec<i64>,
     forced: VecDeque<i64>,
     states: HashMap<StateKey, Entry>,
     dirty: HashSet<StateKey>,
-    seeks: u32,
     progressed: bool,
 }
 
@@ -87,9 +63,9 @@ pub struct WorkerStats {
 pub(crate) struct Worker {
     config: SpeedConfig,
     views: ViewSet,
-    consumer: Arc<StreamConsumer<Context>>,
+    consumer: Arc<StreamConsumer<RevocationContext>>,
     producer: FutureProducer,
-    events: Arc<Mutex<Events>>,
+    events: RevocationContext,
     partitions: BTreeMap<i32, Partition>,
     speed_partitions: i32,
     stats: WorkerStats,
@@ -103,12 +79,11 @@ fn restore_id() -> u64 {
 
 impl Worker {
     pub(crate) async fn new(config: SpeedConfig) -> Result<Self, SpeedError> {
-        let events = Arc::new(Mutex::new(Events::default()));
-        let consumer: StreamConsumer<Context> = consumer_config(&config.brokers, &config.group)
-            .create_with_context(Context {
-                events: events.clone(),
-            })
-            .map_err(|e| KafkaError::client("creating the speed consumer", e))?;
+        let events = RevocationContext::default();
+        let consumer: StreamConsumer<RevocationContext> =
+            consumer_config(&config.brokers, &config.group)
+                .create_with_context(events.clone())
+                .map_err(|e| KafkaError::client("creating the speed consumer", e))?;
         consumer
             .subscribe(&[Topics::READINGS])
             .map_err(|e| KafkaError::client("subscribing to braid.readings", e))?;
@@ -185,11 +160,7 @@ impl Worker {
     }
 
     fn drain_events(&mut self) {
-        let revoked = match self.events.lock() {
-            Ok(mut ev) => std::mem::take(&mut ev.revoked),
-            Err(_) => Vec::new(),
-        };
-        for p in revoked {
+        for p in self.events.take_revoked() {
             if self.partitions.remove(&p).is_some() {
                 tracing::info!(
                     partition = p,
@@ -225,7 +196,7 @@ impl Worker {
                 Partition {
                     restore_id: id,
                     folder: c.folder,
-                    next_offset: Some(c.next_offset),
+                    resume: Resume::at(Some(c.next_offset)),
                     epoch_start: c.next_offset,
                     sealed: c.sealed,
                     boundaries: boundaries
@@ -235,7 +206,6 @@ impl Worker {
                     forced,
                     states: c.states.into_iter().collect(),
                     dirty: HashSet::new(),
-                    seeks: 0,
                     progressed: true,
                 }
             }
@@ -247,21 +217,20 @@ impl Worker {
                 Partition {
                     restore_id: id,
                     folder: PartitionFolder::new(&self.views.settings),
-                    next_offset: None,
+                    resume: Resume::at(None),
                     epoch_start: 0,
                     sealed: Vec::new(),
                     boundaries: Vec::new(),
                     forced: boundaries.into(),
                     states: HashMap::new(),
                     dirty: HashSet::new(),
-                    seeks: 0,
                     progressed: true,
                 }
             }
         };
         // Without a checkpoint, the first epoch starts at the first offset
         // read; either way nothing below it is in this restore.
-        let boundary = part.next_offset.unwrap_or(0);
+        let boundary = part.resume.next().unwrap_or(0);
         self.send_control(SpeedMessage::Restored {
             partition: p,
             restore_id: id,
@@ -278,35 +247,16 @@ impl Worker {
         if !self.partitions.contains_key(&p) {
             self.restore(p).await?;
         }
-        enum Step {
-            Skip,
-            Seek(i64),
-            Fold { seal_first: bool },
-        }
-        let step = {
+        let (step, seal_first) = {
             let Some(part) = self.partitions.get_mut(&p) else {
                 return Ok(());
             };
-            let expected = *part.next_offset.get_or_insert_with(|| {
+            if part.resume.next().is_none() {
                 part.epoch_start = offset;
-                offset
-            });
-            if offset < expected {
-                Step::Skip
-            } else if offset > expected && part.seeks < 3 {
-                part.seeks += 1;
-                Step::Seek(expected)
-            } else {
-                if offset > expected {
-                    tracing::warn!(
-                        partition = p,
-                        offset,
-                        expected,
-                        "offsets skip ahead in the log; continuing from here"
-                    );
-                }
-                part.seeks = 0;
-                let mut seal_first = false;
+            }
+            let step = part.resume.step(offset);
+            let mut seal_first = false;
+            if step == Step::Take {
                 while let Some(&b) = part.forced.front() {
                     if b > offset {
                         break;
@@ -314,8 +264,8 @@ impl Worker {
                     part.forced.pop_front();
                     seal_first |= b == offset && offset > part.epoch_start;
                 }
-                Step::Fold { seal_first }
             }
+            (step, seal_first)
         };
         match step {
             Step::Skip => return Ok(()),
@@ -336,8 +286,8 @@ impl Worker {
                     .map_err(|e| KafkaError::client("seeking braid.readings", e))?;
                 return Ok(());
             }
-            Step::Fold { seal_first: true } => self.seal(p).await?,
-            Step::Fold { seal_first: false } => {}
+            Step::Take if seal_first => self.seal(p).await?,
+            Step::Take => {}
         }
         let ingest_ts = m.timestamp().to_millis().unwrap_or_else(crate::now_ms);
         let payload = m.payload().unwrap_or_default();
@@ -399,7 +349,7 @@ impl Worker {
             }
         }
         if let Some(part) = self.partitions.get_mut(&p) {
-            part.next_offset = Some(offset + 1);
+            part.resume.done(offset);
             part.progressed = true;
         }
         for (index, reason) in dead {
@@ -486,7 +436,7 @@ impl Worker {
                 pending.push((target, msg));
             }
             if std::mem::take(&mut part.progressed)
-                && let Some(next) = part.next_offset
+                && let Some(next) = part.resume.next()
             {
                 pending.push((
                     target,
@@ -561,7 +511,7 @@ impl Worker {
             let advanced = self
                 .partitions
                 .get(&p)
-                .is_some_and(|part| part.next_offset.is_some_and(|n| n > part.epoch_start));
+                .is_some_and(|part| part.resume.next().is_some_and(|n| n > part.epoch_start));
             if advanced {
                 self.seal(p).await?;
             }
@@ -577,7 +527,7 @@ impl Worker {
         let Some(part) = self.partitions.get_mut(&p) else {
             return Ok(());
         };
-        let Some(next) = part.next_offset else {
+        let Some(next) = part.resume.next() else {
             return Ok(());
         };
         let span = EpochSpan {

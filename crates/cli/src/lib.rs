@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run everything in one process: the embedded broker (unless --brokers),
-    /// ingest, the speed layer and the query API on one HTTP port.
+    /// ingest, the archiver, the speed layer and the query API on one port.
     Up {
         #[command(flatten)]
         kafka: KafkaArgs,
@@ -60,6 +60,14 @@ enum Command {
         scenario: braid_sim::Scenario,
         #[command(flatten)]
         sim: SimArgs,
+    },
+    /// Run an archiver: braid.readings into the Parquet archive under the
+    /// data directory, every offset exactly once.
+    Archive {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Run a speed-layer worker: incremental views from braid.readings into
     /// braid.speed, checkpointed under the data directory.
@@ -183,6 +191,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             storage,
             views,
         } => runtime()?.block_on(speed_alone(kafka, storage, views)),
+        Command::Archive { kafka, storage } => runtime()?.block_on(archive_alone(kafka, storage)),
         Command::Serve {
             kafka,
             storage,
@@ -328,6 +337,25 @@ async fn speed_alone(kafka: KafkaArgs, storage: StorageArgs, views: ViewsArgs) -
     Ok(ExitCode::SUCCESS)
 }
 
+async fn archive_alone(kafka: KafkaArgs, storage: StorageArgs) -> Result<ExitCode> {
+    let brokers = external_brokers(&kafka, "archive")?;
+    let shutdown = shutdown_on_signal();
+    println!(
+        "braid archive: reading {brokers}, writing {}",
+        storage.data_dir.join("archive").display()
+    );
+    let stats = braid_batch::run(
+        braid_batch::ArchiveConfig::new(brokers, storage.data_dir),
+        shutdown,
+    )
+    .await?;
+    println!(
+        "braid archive: stopped after {} records in {} rolls ({} invalid skipped)",
+        stats.records, stats.rolls, stats.invalid
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn serve_alone(
     kafka: KafkaArgs,
     storage: StorageArgs,
@@ -400,6 +428,10 @@ async fn up(
         braid_speed::SpeedConfig::new(brokers.clone(), storage.data_dir.clone(), set.clone()),
         shutdown.clone(),
     ));
+    let archive = tokio::spawn(braid_batch::run(
+        braid_batch::ArchiveConfig::new(brokers.clone(), storage.data_dir.clone()),
+        shutdown.clone(),
+    ));
     let gateway = braid_ingest::gateway(&ingest.config(brokers.clone(), http.http)).await?;
     let serving = braid_serving::start(
         &braid_serving::ServingConfig {
@@ -450,10 +482,19 @@ async fn up(
     shutdown.cancel();
     let flushed = gateway.sink.flush(std::time::Duration::from_secs(10));
     let speed_outcome = speed.await;
+    let archive_outcome = archive.await;
     if let Some(b) = embedded {
         b.stop().await;
     }
     flushed.context("flushing the ingest producer")?;
+    match archive_outcome {
+        Ok(Ok(stats)) => println!(
+            "braid up: archived {} records in {} rolls",
+            stats.records, stats.rolls
+        ),
+        Ok(Err(e)) => return Err(e).context("the archiver stopped"),
+        Err(e) => return Err(anyhow::anyhow!("the archiver panicked: {e}")),
+    }
     match speed_outcome {
         Ok(Ok(stats)) => {
             println!(

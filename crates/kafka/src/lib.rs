@@ -13,9 +13,13 @@
 pub mod config;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
+pub mod rebalance;
+pub mod resume;
 pub mod topics;
 
 pub use config::{KafkaError, consumer_config, producer_config};
 #[cfg(feature = "embedded-broker")]
 pub use embedded::{BrokerStorage, EmbeddedBroker};
+pub use rebalance::RevocationContext;
+pub use resume::{Resume, Step};
 pub use topics::{Topics, ensure_topics};

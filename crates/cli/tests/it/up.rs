@@ -153,4 +153,24 @@ async fn readings_in_views_out_across_a_restart() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_for(&http, &up.base, 201).await;
     stop(up);
+    // The archive holds the log: every reading sent, the retried ten too,
+    // each once.
+    assert_eq!(archived_rows(&dir.path().join("archive/readings")), 211);
+}
+
+fn archived_rows(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += archived_rows(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            let f = std::fs::File::open(&p).expect("open");
+            let meta = parquet::file::reader::SerializedFileReader::new(f).expect("parquet");
+            n += parquet::file::reader::FileReader::metadata(&meta)
+                .file_metadata()
+                .num_rows() as usize;
+        }
+    }
+    n
 }
