@@ -79,26 +79,11 @@ pub fn watermark(table: &SpeedTable, view: &ViewDef) -> Option<i64> {
 /// The merged rows of `view` that match `q`, ordered by window then group.
 pub fn rows(table: &SpeedTable, view: &ViewDef, q: &Query) -> Vec<Row> {
     let wm = watermark(table, view);
-    let mut parts: BTreeMap<(i64, GroupKey), Vec<_>> = BTreeMap::new();
-    for ps in table.partitions().values() {
-        for (k, published) in &ps.states {
-            if k.view != view.name
-                || q.from.is_some_and(|f| k.window_start < f)
-                || q.to.is_some_and(|t| k.window_start >= t)
-                || !group_matches(view, &k.group, q)
-            {
-                continue;
-            }
-            parts
-                .entry((k.window_start, k.group.clone()))
-                .or_default()
-                .push((
-                    table.span_of(k, published),
-                    &published.state,
-                    &published.counters,
-                ));
-        }
-    }
+    let parts = table.windows(&view.name, |k| {
+        q.from.is_none_or(|f| k.window_start >= f)
+            && q.to.is_none_or(|t| k.window_start < t)
+            && group_matches(view, &k.group, q)
+    });
     let device_pos = view.group_by.iter().position(|g| g == "device_id");
     let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut merged = Vec::new();

@@ -23,7 +23,7 @@ use braid_core::agg::AggState;
 use braid_core::encoding::{DecodeError, Reader, Writer};
 use braid_core::fold::{GroupKey, PartitionFolder};
 use braid_core::merge::Counters;
-use braid_core::speedlog::{decode_counters, encode_counters};
+use braid_core::speedlog::{decode_counters, decode_group, encode_counters, encode_group};
 
 const MAGIC: &[u8; 8] = b"BRAIDCK1";
 /// Checkpoint files kept per partition.
@@ -110,16 +110,7 @@ impl Checkpoint {
         for ((view, window, group, epoch), entry) in &self.states {
             w.uvar(*view as u64);
             w.ivar(*window);
-            w.uvar(group.len() as u64);
-            for g in group {
-                match g {
-                    Some(v) => {
-                        w.u8(1);
-                        w.bytes(v.as_bytes());
-                    }
-                    None => w.u8(0),
-                }
-            }
+            encode_group(&mut w, group);
             w.ivar(*epoch);
             w.ivar(entry.max_offset);
             entry.state.encode(&mut w);
@@ -142,18 +133,7 @@ impl Checkpoint {
         for _ in 0..n {
             let view = r.uvar("view")? as usize;
             let window = r.ivar("window")?;
-            let g = r.len("group", 1)?;
-            let mut group = Vec::with_capacity(g);
-            for _ in 0..g {
-                group.push(match r.u8("group flag")? {
-                    0 => None,
-                    1 => Some(
-                        String::from_utf8(r.bytes("group value")?.to_vec())
-                            .map_err(|_| DecodeError::Invalid("group value"))?,
-                    ),
-                    _ => return Err(DecodeError::Invalid("group flag")),
-                });
-            }
+            let group = decode_group(&mut r)?;
             let epoch = r.ivar("epoch")?;
             let max_offset = r.ivar("max offset")?;
             let state = AggState::decode(&mut r)?;

@@ -47,16 +47,7 @@ impl SpeedKey {
     fn encode(&self, w: &mut Writer) {
         w.bytes(self.view.as_bytes());
         w.ivar(self.window_start);
-        w.uvar(self.group.len() as u64);
-        for g in &self.group {
-            match g {
-                Some(v) => {
-                    w.u8(1);
-                    w.bytes(v.as_bytes());
-                }
-                None => w.u8(0),
-            }
-        }
+        encode_group(w, &self.group);
         w.ivar(i64::from(self.partition));
         w.ivar(self.epoch_start);
     }
@@ -64,15 +55,7 @@ impl SpeedKey {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let view = utf8(r.bytes("speed key view")?)?;
         let window_start = r.ivar("speed key window")?;
-        let n = r.len("speed key group", 1)?;
-        let mut group = Vec::with_capacity(n);
-        for _ in 0..n {
-            group.push(match r.u8("speed key group flag")? {
-                0 => None,
-                1 => Some(utf8(r.bytes("speed key group value")?)?),
-                _ => return Err(DecodeError::Invalid("speed key group flag")),
-            });
-        }
+        let group = decode_group(r)?;
         let partition = i32::try_from(r.ivar("speed key partition")?)
             .map_err(|_| DecodeError::Invalid("speed key partition"))?;
         let epoch_start = r.ivar("speed key epoch")?;
@@ -267,6 +250,9 @@ impl SpeedMessage {
     }
 }
 
+/// One epoch's part of a window: its span, state and counters.
+pub type EpochPart<'a> = (EpochSpan, &'a AggState, &'a Counters);
+
 /// What a reader of `braid.speed` keeps: per partition, the current restore
 /// and the newest state of every key, by the rules of [`SpeedMessage`].
 #[derive(Clone, Debug, Default)]
@@ -386,6 +372,30 @@ impl SpeedTable {
         &self.partitions
     }
 
+    /// The states of `view` grouped by (window start, group), each with its
+    /// epoch span, for [`crate::merge::merge_window`]; `keep` filters keys.
+    pub fn windows(
+        &self,
+        view: &str,
+        keep: impl Fn(&SpeedKey) -> bool,
+    ) -> BTreeMap<(i64, GroupKey), Vec<EpochPart<'_>>> {
+        let mut out: BTreeMap<(i64, GroupKey), Vec<_>> = BTreeMap::new();
+        for ps in self.partitions.values() {
+            for (k, published) in &ps.states {
+                if k.view == view && keep(k) {
+                    out.entry((k.window_start, k.group.clone()))
+                        .or_default()
+                        .push((
+                            self.span_of(k, published),
+                            &published.state,
+                            &published.counters,
+                        ));
+                }
+            }
+        }
+        out
+    }
+
     /// The epoch span of a state's key: its end is known once sealed, and
     /// otherwise at least one past the highest offset it includes.
     pub fn span_of(&self, key: &SpeedKey, published: &Published) -> EpochSpan {
@@ -400,6 +410,34 @@ impl SpeedTable {
             end,
         }
     }
+}
+
+/// Writes a group key.
+pub fn encode_group(w: &mut Writer, group: &GroupKey) {
+    w.uvar(group.len() as u64);
+    for g in group {
+        match g {
+            Some(v) => {
+                w.u8(1);
+                w.bytes(v.as_bytes());
+            }
+            None => w.u8(0),
+        }
+    }
+}
+
+/// Reads a group key.
+pub fn decode_group(r: &mut Reader<'_>) -> Result<GroupKey, DecodeError> {
+    let n = r.len("group", 1)?;
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        group.push(match r.u8("group flag")? {
+            0 => None,
+            1 => Some(utf8(r.bytes("group value")?)?),
+            _ => return Err(DecodeError::Invalid("group flag")),
+        });
+    }
+    Ok(group)
 }
 
 /// Writes counters.

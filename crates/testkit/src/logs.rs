@@ -135,22 +135,8 @@ pub fn merged_view(
     table: &SpeedTable,
     view: &str,
 ) -> BTreeMap<(i64, GroupKey), (AggState, Counters)> {
-    let mut by_window: BTreeMap<(i64, GroupKey), Vec<_>> = BTreeMap::new();
-    for ps in table.partitions().values() {
-        for (k, published) in &ps.states {
-            if k.view == view {
-                by_window
-                    .entry((k.window_start, k.group.clone()))
-                    .or_default()
-                    .push((
-                        table.span_of(k, published),
-                        &published.state,
-                        &published.counters,
-                    ));
-            }
-        }
-    }
-    by_window
+    table
+        .windows(view, |_| true)
         .into_iter()
         .filter_map(|(key, parts)| {
             let merged = merge_window(None, parts, &Cut::default()).expect("aligned")?;

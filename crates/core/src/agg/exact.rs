@@ -267,35 +267,7 @@ impl ExactSum {
     /// one, several times faster (one `i64` per binary exponent, flushed
     /// every 1,024 values, as in Neal's large superaccumulator).
     pub fn fold_slice(&mut self, xs: &[f64]) {
-        if xs.len() < SLICE_MIN {
-            xs.iter().for_each(|&x| self.fold(x));
-            return;
-        }
-        let mut acc = vec![0i64; 2048];
-        for block in xs.chunks(BLOCK) {
-            let mut touched = [0u64; 32];
-            for &x in block {
-                let bits = x.to_bits();
-                let e = ((bits >> 52) & 0x7ff) as usize;
-                let frac = (bits & ((1 << 52) - 1)) as i64;
-                let m = frac | (i64::from(e != 0) << 52);
-                let sign = (bits as i64) >> 63;
-                acc[e] += (m ^ sign) - sign;
-                touched[e >> 6] |= 1 << (e & 63);
-            }
-            for (word, &bits) in touched.iter().enumerate() {
-                let mut bits = bits;
-                while bits != 0 {
-                    let e = word * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let v = std::mem::take(&mut acc[e]);
-                    if v != 0 {
-                        let pos = (e as u32).max(1) - 1;
-                        self.0.add_u64(v.unsigned_abs(), pos, v < 0);
-                    }
-                }
-            }
-        }
+        fold_blocks::<true, false>(Some(self), None, xs);
     }
 
     /// Adds another sum.
@@ -366,37 +338,7 @@ impl ExactSumSq {
     /// them one by one (one `u128` per binary exponent, flushed every
     /// 1,024 values).
     pub fn fold_slice(&mut self, xs: &[f64]) {
-        if xs.len() < SLICE_MIN {
-            xs.iter().for_each(|&x| self.fold(x));
-            return;
-        }
-        let mut acc = vec![0u128; 2048];
-        for block in xs.chunks(BLOCK) {
-            let mut touched = [0u64; 32];
-            for &x in block {
-                let bits = x.to_bits();
-                let e = ((bits >> 52) & 0x7ff) as usize;
-                let m = (bits & ((1 << 52) - 1)) | (u64::from(e != 0) << 52);
-                acc[e] += u128::from(m) * u128::from(m);
-                touched[e >> 6] |= 1 << (e & 63);
-            }
-            for (word, &bits) in touched.iter().enumerate() {
-                let mut bits = bits;
-                while bits != 0 {
-                    let e = word * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    let v = std::mem::take(&mut acc[e]);
-                    if v != 0 {
-                        let pos = 2 * ((e as u32).max(1) - 1);
-                        self.0.add_u64(v as u64, pos, false);
-                        let hi = (v >> 64) as u64;
-                        if hi != 0 {
-                            self.0.add_u64(hi, pos + 64, false);
-                        }
-                    }
-                }
-            }
-        }
+        fold_blocks::<false, true>(None, Some(self), xs);
     }
 
     /// Adds another sum of squares.
@@ -424,24 +366,45 @@ impl ExactSumSq {
 /// slice: the same states as [`ExactSum::fold_slice`] and
 /// [`ExactSumSq::fold_slice`], reading each value once.
 pub fn fold_slice_moments(sum: &mut ExactSum, sumsq: &mut ExactSumSq, xs: &[f64]) {
+    fold_blocks::<true, true>(Some(sum), Some(sumsq), xs);
+}
+
+/// The slice fold behind the three entry points above: per block of 1,024
+/// values, one `i64` (significands) and one `u128` (squared significands)
+/// per binary exponent, flushed into the big accumulators at the end of the
+/// block. `SUM` and `SQ` pick the parts at compile time, so the loop carries
+/// no branch for the part it does not fold.
+fn fold_blocks<const SUM: bool, const SQ: bool>(
+    mut sum: Option<&mut ExactSum>,
+    mut sumsq: Option<&mut ExactSumSq>,
+    xs: &[f64],
+) {
     if xs.len() < SLICE_MIN {
         for &x in xs {
-            sum.fold(x);
-            sumsq.fold(x);
+            if let Some(s) = sum.as_deref_mut() {
+                s.fold(x);
+            }
+            if let Some(q) = sumsq.as_deref_mut() {
+                q.fold(x);
+            }
         }
         return;
     }
-    let mut acc = vec![0i64; 2048];
-    let mut acc2 = vec![0u128; 2048];
+    let mut acc = vec![0i64; if SUM { 2048 } else { 0 }];
+    let mut acc2 = vec![0u128; if SQ { 2048 } else { 0 }];
     for block in xs.chunks(BLOCK) {
         let mut touched = [0u64; 32];
         for &x in block {
             let bits = x.to_bits();
             let e = ((bits >> 52) & 0x7ff) as usize;
             let m = (bits & ((1 << 52) - 1)) | (u64::from(e != 0) << 52);
-            let sign = (bits as i64) >> 63;
-            acc[e] += ((m as i64) ^ sign) - sign;
-            acc2[e] += u128::from(m) * u128::from(m);
+            if SUM {
+                let sign = (bits as i64) >> 63;
+                acc[e] += ((m as i64) ^ sign) - sign;
+            }
+            if SQ {
+                acc2[e] += u128::from(m) * u128::from(m);
+            }
             touched[e >> 6] |= 1 << (e & 63);
         }
         for (word, &bits) in touched.iter().enumerate() {
@@ -450,16 +413,20 @@ pub fn fold_slice_moments(sum: &mut ExactSum, sumsq: &mut ExactSumSq, xs: &[f64]
                 let e = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let pos = (e as u32).max(1) - 1;
-                let v = std::mem::take(&mut acc[e]);
-                if v != 0 {
-                    sum.0.add_u64(v.unsigned_abs(), pos, v < 0);
+                if let Some(s) = sum.as_deref_mut() {
+                    let v = std::mem::take(&mut acc[e]);
+                    if v != 0 {
+                        s.0.add_u64(v.unsigned_abs(), pos, v < 0);
+                    }
                 }
-                let q = std::mem::take(&mut acc2[e]);
-                if q != 0 {
-                    sumsq.0.add_u64(q as u64, 2 * pos, false);
-                    let hi = (q >> 64) as u64;
-                    if hi != 0 {
-                        sumsq.0.add_u64(hi, 2 * pos + 64, false);
+                if let Some(q) = sumsq.as_deref_mut() {
+                    let v = std::mem::take(&mut acc2[e]);
+                    if v != 0 {
+                        q.0.add_u64(v as u64, 2 * pos, false);
+                        let hi = (v >> 64) as u64;
+                        if hi != 0 {
+                            q.0.add_u64(hi, 2 * pos + 64, false);
+                        }
                     }
                 }
             }
