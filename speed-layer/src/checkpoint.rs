@@ -279,3 +279,82 @@ pub fn write_sealed(
     let text: String = keep.iter().map(|b| format!("{b}\n")).collect();
     write_atomic(&sealed_file(data_dir, partition), text.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_core::agg::{Aggregate, Parts};
+    use braid_core::view::Settings;
+
+    fn checkpoint(next_offset: i64) -> Checkpoint {
+        let mut state = AggState::new(Parts::for_aggregates([Aggregate::Sum]));
+        state.fold(next_offset as f64, 0);
+        Checkpoint {
+            next_offset,
+            sealed: vec![(0, next_offset)],
+            folder: PartitionFolder::new(&Settings::default()),
+            states: vec![(
+                (0, 60_000, vec![Some("d".into())], 0),
+                Entry {
+                    state,
+                    counters: Counters::default(),
+                    max_offset: next_offset - 1,
+                },
+            )],
+        }
+    }
+
+    fn newest(dir: &Path) -> PathBuf {
+        let mut files = list(&super::dir(dir, 0)).unwrap();
+        files.pop().unwrap()
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_is_refused_and_the_previous_one_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        for n in [10, 20, 30] {
+            checkpoint(n).write(tmp.path(), 0).unwrap();
+        }
+        // Truncated newest.
+        let path = newest(tmp.path());
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let mut refused = Vec::new();
+        let c = Checkpoint::load(tmp.path(), 0, |e| refused.push(e.to_string()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.next_offset, 20);
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].contains("refused"), "{}", refused[0]);
+        // A single flipped bit in the next one.
+        fs::remove_file(&path).unwrap();
+        let path = newest(tmp.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        fs::write(&path, &bytes).unwrap();
+        let mut refused = Vec::new();
+        let c = Checkpoint::load(tmp.path(), 0, |e| refused.push(e.to_string()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.next_offset, 10);
+        assert!(refused[0].contains("checksum"), "{}", refused[0]);
+        assert_eq!(c.states.len(), 1);
+    }
+
+    #[test]
+    fn only_the_last_three_are_kept_and_none_means_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(Checkpoint::load(tmp.path(), 0, |_| {}).unwrap().is_none());
+        for n in 1..=6 {
+            checkpoint(n * 10).write(tmp.path(), 0).unwrap();
+        }
+        assert_eq!(list(&dir(tmp.path(), 0)).unwrap().len(), KEEP);
+        let c = Checkpoint::load(tmp.path(), 0, |_| {}).unwrap().unwrap();
+        assert_eq!(c.next_offset, 60);
+        assert_eq!(
+            c.states[0].1.state.to_bytes(),
+            checkpoint(60).states[0].1.state.to_bytes()
+        );
+    }
+}

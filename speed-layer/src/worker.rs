@@ -7,16 +7,14 @@
 //! consumer sought to the checkpoint's offset), a revoked one is dropped
 //! without writing anything, so that only the new owner writes from then on.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_core::agg::AggState;
 use braid_core::codec::decode_message;
-use braid_core::fold::{Outcome, PartitionFolder};
-use braid_core::hash::device_hash;
-use braid_core::merge::{Counters, EpochSpan};
+use braid_core::fold::PartitionFolder;
+use braid_core::merge::EpochSpan;
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
 use braid_core::{Limits, Position, Record, ViewSet};
 use braid_kafka::{
@@ -28,7 +26,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::checkpoint::{Checkpoint, Entry, StateKey, read_sealed, write_sealed};
+use crate::checkpoint::{Checkpoint, read_sealed, write_sealed};
+use crate::table::PartitionTable;
 use crate::{SpeedConfig, SpeedError};
 
 /// One assigned partition.
@@ -42,8 +41,7 @@ struct Partition {
     sealed: Vec<(i64, i64)>,
     boundaries: Vec<i64>,
     forced: VecDeque<i64>,
-    states: HashMap<StateKey, Entry>,
-    dirty: HashSet<StateKey>,
+    table: PartitionTable,
     progressed: bool,
 }
 
@@ -204,8 +202,10 @@ impl Worker {
                         .filter(|&b| b <= c.next_offset)
                         .collect(),
                     forced,
-                    states: c.states.into_iter().collect(),
-                    dirty: HashSet::new(),
+                    table: PartitionTable {
+                        states: c.states.into_iter().collect(),
+                        dirty: HashSet::new(),
+                    },
                     progressed: true,
                 }
             }
@@ -222,8 +222,7 @@ impl Worker {
                     sealed: Vec::new(),
                     boundaries: Vec::new(),
                     forced: boundaries.into(),
-                    states: HashMap::new(),
-                    dirty: HashSet::new(),
+                    table: PartitionTable::default(),
                     progressed: true,
                 }
             }
@@ -300,8 +299,7 @@ impl Worker {
                 };
                 let Partition {
                     folder,
-                    states,
-                    dirty,
+                    table,
                     epoch_start,
                     ..
                 } = part;
@@ -319,7 +317,6 @@ impl Worker {
                         dead.push((index as u32, format!("record {index}: {e}")));
                         continue;
                     }
-                    let hash = device_hash(&reading.device_id);
                     let rec = Record {
                         reading,
                         ingest_ts,
@@ -329,21 +326,7 @@ impl Worker {
                             index: index as u32,
                         },
                     };
-                    let views = &self.views.views;
-                    folder.fold(views, &rec, |e| {
-                        let key = (e.view, e.window.start, e.group.clone(), *epoch_start);
-                        let entry = states.entry(key.clone()).or_insert_with(|| Entry {
-                            state: AggState::new(views[e.view].parts()),
-                            counters: Counters::default(),
-                            max_offset: offset,
-                        });
-                        entry.counters.count(e.outcome);
-                        if let Outcome::Applied { .. } = e.outcome {
-                            entry.state.fold(rec.reading.value, hash);
-                        }
-                        entry.max_offset = offset;
-                        dirty.insert(key);
-                    });
+                    table.fold(folder, &self.views.views, &rec, *epoch_start);
                     self.stats.records += 1;
                 }
             }
@@ -413,10 +396,10 @@ impl Worker {
         let mut pending = Vec::new();
         let mut total_states = 0usize;
         for (&p, part) in &mut self.partitions {
-            total_states += part.states.len();
+            total_states += part.table.states.len();
             let target = p % self.speed_partitions;
-            for key in part.dirty.drain() {
-                let Some(entry) = part.states.get(&key) else {
+            for key in part.table.dirty.drain() {
+                let Some(entry) = part.table.states.get(&key) else {
                     continue;
                 };
                 let (view, window_start, group, epoch_start) = key;
@@ -543,6 +526,7 @@ impl Worker {
             sealed: part.sealed.clone(),
             folder: part.folder.clone(),
             states: part
+                .table
                 .states
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))

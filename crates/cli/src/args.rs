@@ -156,3 +156,31 @@ pub fn parse_scenario(s: &str) -> Result<braid_sim::Scenario, String> {
     braid_sim::Scenario::parse(s)
         .ok_or_else(|| format!("`{s}` is not a scenario: use parking, home or farm"))
 }
+
+/// Timing of the speed layer.
+#[derive(Args, Clone, Debug)]
+pub struct SpeedArgs {
+    /// How often epochs are sealed and checkpoints written (e.g. 10s).
+    #[arg(long, env = "BRAID_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = parse_duration_ms)]
+    pub checkpoint_interval: i64,
+
+    /// How often changed states are published to braid.speed (e.g. 100ms).
+    #[arg(long, env = "BRAID_PUBLISH_INTERVAL", default_value = "100ms", value_parser = parse_duration_ms)]
+    pub publish_interval: i64,
+}
+
+impl SpeedArgs {
+    /// The speed configuration for `brokers`, `data_dir` and `views`.
+    pub fn config(
+        &self,
+        brokers: String,
+        data_dir: std::path::PathBuf,
+        views: braid_core::ViewSet,
+    ) -> braid_speed::SpeedConfig {
+        let mut c = braid_speed::SpeedConfig::new(brokers, data_dir, views);
+        c.checkpoint_interval =
+            std::time::Duration::from_millis(self.checkpoint_interval.max(1) as u64);
+        c.publish_interval = std::time::Duration::from_millis(self.publish_interval.max(1) as u64);
+        c
+    }
+}

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    HttpArgs, IngestArgs, KafkaArgs, SimArgs, StorageArgs, ViewsArgs, parse_scenario,
+    HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs, StorageArgs, ViewsArgs, parse_scenario,
 };
 
 /// Braid: IoT readings into live and historical answers, counted exactly
@@ -45,6 +45,8 @@ enum Command {
         http: HttpArgs,
         #[command(flatten)]
         ingest: IngestArgs,
+        #[command(flatten)]
+        speed: SpeedArgs,
         /// Also run a simulated fleet of this scenario: parking, home or farm.
         #[arg(long, env = "BRAID_SIMULATE", value_parser = parse_scenario)]
         simulate: Option<braid_sim::Scenario>,
@@ -78,6 +80,8 @@ enum Command {
         storage: StorageArgs,
         #[command(flatten)]
         views: ViewsArgs,
+        #[command(flatten)]
+        speed: SpeedArgs,
     },
     /// Run a serving replica alone: the query API over braid.speed.
     Serve {
@@ -166,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
+            speed,
             simulate,
             sim,
         } => runtime()?.block_on(up(
@@ -174,6 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
+            speed,
             simulate.map(|s| (s, sim)),
         )),
         Command::Simulate {
@@ -190,7 +196,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             kafka,
             storage,
             views,
-        } => runtime()?.block_on(speed_alone(kafka, storage, views)),
+            speed,
+        } => runtime()?.block_on(speed_alone(kafka, storage, views, speed)),
         Command::Archive { kafka, storage } => runtime()?.block_on(archive_alone(kafka, storage)),
         Command::Serve {
             kafka,
@@ -317,7 +324,12 @@ async fn ingest_alone(kafka: KafkaArgs, http: HttpArgs, ingest: IngestArgs) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-async fn speed_alone(kafka: KafkaArgs, storage: StorageArgs, views: ViewsArgs) -> Result<ExitCode> {
+async fn speed_alone(
+    kafka: KafkaArgs,
+    storage: StorageArgs,
+    views: ViewsArgs,
+    speed: SpeedArgs,
+) -> Result<ExitCode> {
     let brokers = external_brokers(&kafka, "speed")?;
     let set = load_views(&views.views)?;
     let shutdown = shutdown_on_signal();
@@ -325,11 +337,7 @@ async fn speed_alone(kafka: KafkaArgs, storage: StorageArgs, views: ViewsArgs) -
         "braid speed: reading {brokers}, checkpoints under {}",
         storage.data_dir.display()
     );
-    let stats = braid_speed::run(
-        braid_speed::SpeedConfig::new(brokers, storage.data_dir, set),
-        shutdown,
-    )
-    .await?;
+    let stats = braid_speed::run(speed.config(brokers, storage.data_dir, set), shutdown).await?;
     println!(
         "braid speed: stopped after {} records, {} checkpoints",
         stats.records, stats.checkpoints
@@ -405,6 +413,7 @@ async fn up(
     views: ViewsArgs,
     http: HttpArgs,
     ingest: IngestArgs,
+    speed_args: SpeedArgs,
     simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
@@ -425,7 +434,7 @@ async fn up(
         }
     };
     let speed = tokio::spawn(braid_speed::run(
-        braid_speed::SpeedConfig::new(brokers.clone(), storage.data_dir.clone(), set.clone()),
+        speed_args.config(brokers.clone(), storage.data_dir.clone(), set.clone()),
         shutdown.clone(),
     ));
     let archive = tokio::spawn(braid_batch::run(

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod broker;
+mod speed_kill;
 mod up;
 mod views;
 
