@@ -144,3 +144,42 @@ pub fn merged_view(
         })
         .collect()
 }
+
+/// Asserts that the speed table, merged over partitions and epochs, equals
+/// the reference model of `log` for every view of `set`: the same windows,
+/// the same counters, the same state bytes.
+pub fn assert_speed_matches_model(table: &SpeedTable, set: &braid_core::ViewSet, log: &[Record]) {
+    for view in &set.views {
+        let model = crate::model::reference_view(view, &set.settings, log);
+        let ours = merged_view(table, &view.name);
+        assert_eq!(ours.len(), model.len(), "view {}: windows", view.name);
+        for (key, want) in &model {
+            let (state, counters) = ours
+                .get(key)
+                .unwrap_or_else(|| panic!("view {} lacks {key:?}", view.name));
+            let name = &view.name;
+            assert_eq!(
+                counters.readings as usize,
+                want.applied.len(),
+                "view {name} {key:?}: readings"
+            );
+            assert_eq!(
+                counters.duplicates_dropped, want.duplicates_dropped,
+                "view {name} {key:?}: duplicates"
+            );
+            assert_eq!(
+                counters.pending_historical, want.pending_historical,
+                "view {name} {key:?}: pending"
+            );
+            assert_eq!(
+                counters.late_readings, want.late_readings,
+                "view {name} {key:?}: late"
+            );
+            assert_eq!(
+                state.to_bytes(),
+                want.state(view.parts()).to_bytes(),
+                "view {name} {key:?}: state"
+            );
+        }
+    }
+}

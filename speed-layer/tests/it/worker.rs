@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use braid_core::{Reading, ViewSet};
 use braid_speed::{SpeedConfig, run};
-use braid_testkit::logs::{caught_up, log_ends, merged_view, read_log, read_speed_until};
-use braid_testkit::model::reference_view;
+use braid_testkit::logs::{
+    assert_speed_matches_model, caught_up, log_ends, read_log, read_speed_until,
+};
 use braid_testkit::{init_tracing, memory_broker, produce};
 use tokio_util::sync::CancellationToken;
 
@@ -68,43 +69,7 @@ fn assert_matches_model(brokers: &str) {
     assert!(!log.is_empty());
     let ends = log_ends(&log);
     let table = read_speed_until(brokers, Duration::from_secs(60), |t| caught_up(t, &ends));
-    for view in &set.views {
-        let model = reference_view(view, &set.settings, &log);
-        let ours = merged_view(&table, &view.name);
-        assert_eq!(ours.len(), model.len(), "view {}: windows", view.name);
-        for (key, want) in &model {
-            let (state, counters) = ours
-                .get(key)
-                .unwrap_or_else(|| panic!("view {} lacks {key:?}", view.name));
-            assert_eq!(
-                counters.readings as usize,
-                want.applied.len(),
-                "view {} {key:?}: readings",
-                view.name
-            );
-            assert_eq!(
-                counters.duplicates_dropped, want.duplicates_dropped,
-                "view {} {key:?}: duplicates",
-                view.name
-            );
-            assert_eq!(
-                counters.pending_historical, want.pending_historical,
-                "view {} {key:?}: pending",
-                view.name
-            );
-            assert_eq!(
-                counters.late_readings, want.late_readings,
-                "view {} {key:?}: late",
-                view.name
-            );
-            assert_eq!(
-                state.to_bytes(),
-                want.state(view.parts()).to_bytes(),
-                "view {} {key:?}: state",
-                view.name
-            );
-        }
-    }
+    assert_speed_matches_model(&table, &set, &log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

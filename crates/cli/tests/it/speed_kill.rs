@@ -13,8 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use braid_core::{Reading, ViewSet};
-use braid_testkit::logs::{caught_up, log_ends, merged_view, read_log, read_speed_until};
-use braid_testkit::model::reference_view;
+use braid_testkit::logs::{
+    assert_speed_matches_model, caught_up, log_ends, read_log, read_speed_until,
+};
 use braid_testkit::{init_tracing, memory_broker, produce};
 
 const VIEWS: &str = "data/views.toml";
@@ -91,7 +92,6 @@ async fn a_killed_worker_loses_nothing_and_counts_nothing_twice() {
     .expect("join");
     let _ = b.kill();
     let _ = b.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -99,36 +99,6 @@ async fn a_killed_worker_loses_nothing_and_counts_nothing_twice() {
     ))
     .expect("views");
     let set = ViewSet::parse(&text).expect("views parse");
-    for view in &set.views {
-        let model = reference_view(view, &set.settings, &log);
-        let ours = merged_view(&table, &view.name);
-        assert_eq!(ours.len(), model.len(), "view {}: windows", view.name);
-        for (key, want) in &model {
-            let (state, counters) = ours
-                .get(key)
-                .unwrap_or_else(|| panic!("view {} lacks {key:?}", view.name));
-            assert_eq!(
-                counters.readings as usize,
-                want.applied.len(),
-                "view {} {key:?}",
-                view.name
-            );
-            assert_eq!(
-                counters.duplicates_dropped, want.duplicates_dropped,
-                "view {} {key:?}",
-                view.name
-            );
-            assert_eq!(
-                counters.pending_historical, want.pending_historical,
-                "view {} {key:?}",
-                view.name
-            );
-            assert_eq!(
-                state.to_bytes(),
-                want.state(view.parts()).to_bytes(),
-                "view {} {key:?}",
-                view.name
-            );
-        }
-    }
+    assert_speed_matches_model(&table, &set, &log);
+    let _ = std::fs::remove_dir_all(&dir);
 }
