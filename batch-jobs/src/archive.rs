@@ -31,16 +31,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    Array, ArrayRef, AsArray, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
     TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{
+    DataType, Field, Float64Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMillisecondType, UInt32Type, UInt64Type,
+};
 use arrow::record_batch::RecordBatch;
 use braid_core::codec::decode_message;
 use braid_core::time::date_of;
 use braid_core::{Limits, Position, Record};
 use braid_kafka::{KafkaError, Resume, RevocationContext, Step, Topics, consumer_config};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -221,6 +225,141 @@ pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
     Ok(next)
 }
 
+/// One roll of a partition, as its marker lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roll {
+    /// First offset in the roll.
+    pub first: i64,
+    /// Last offset in the roll.
+    pub last: i64,
+    /// Its files, relative to the data directory.
+    pub files: Vec<String>,
+}
+
+/// What a batch run may read, without changing anything: per partition,
+/// the marked rolls in offset order, up to the first one whose files are
+/// not all in place (an archiver is still publishing it).
+pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
+    let mut out = BTreeMap::new();
+    for pdir in read_dir(&data_dir.join("archive/rolls"))? {
+        let Some(p) = pdir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("partition="))
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let mut rolls = Vec::new();
+        for marker in read_dir(&pdir)? {
+            if marker.extension().is_none_or(|e| e != "roll") {
+                continue;
+            }
+            let Some((first, last)) = marker
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(parse_range)
+            else {
+                continue;
+            };
+            let listed = fs::read_to_string(&marker).map_err(io(&marker))?;
+            let files = listed
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
+            rolls.push(Roll { first, last, files });
+        }
+        rolls.sort_by_key(|r| r.first);
+        if let Some(i) = rolls
+            .iter()
+            .position(|r| r.files.iter().any(|f| !data_dir.join(f).exists()))
+        {
+            rolls.truncate(i);
+        }
+        out.insert(p, rolls);
+    }
+    Ok(out)
+}
+
+/// Reads an archive (or import) file back into records, in file order.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, BatchError> {
+    let bad = |e: &dyn std::fmt::Display| BatchError::Internal(format!("{}: {e}", path.display()));
+    let file = fs::File::open(path).map_err(io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| bad(&e))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        records_of(&batch, &mut out).map_err(|e| bad(&e))?;
+    }
+    Ok(out)
+}
+
+fn records_of(batch: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> {
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name}"))
+    };
+    let string = |name: &str| {
+        col(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| format!("{name} is not a string column"))
+    };
+    let ts_col = |name: &str| {
+        col(name)?
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| format!("{name} is not a millisecond timestamp"))
+    };
+    let device = string("device_id")?;
+    let metric = string("metric")?;
+    let tags = string("tags")?;
+    let ts = ts_col("ts")?;
+    let ingest = ts_col("ingest_ts")?;
+    let value = col("value")?
+        .as_primitive_opt::<Float64Type>()
+        .ok_or("value is not a double")?;
+    let seq = col("seq")?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or("seq is not an unsigned integer")?;
+    let partition = col("partition")?
+        .as_primitive_opt::<Int32Type>()
+        .ok_or("partition is not an int32")?;
+    let offset = col("offset")?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or("offset is not an int64")?;
+    let index = col("index")?
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or("index is not a uint32")?;
+    out.reserve(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let tags = if tags.is_valid(i) {
+            serde_json::from_str(tags.value(i)).map_err(|e| format!("row {i}: tags: {e}"))?
+        } else {
+            BTreeMap::new()
+        };
+        out.push(Record {
+            reading: braid_core::Reading {
+                device_id: device.value(i).to_string(),
+                metric: metric.value(i).to_string(),
+                ts: ts.value(i),
+                value: value.value(i),
+                seq: seq.is_valid(i).then(|| seq.value(i)),
+                tags,
+            },
+            ingest_ts: ingest.value(i),
+            position: Position {
+                partition: partition.value(i),
+                offset: offset.value(i),
+                index: index.value(i),
+            },
+        });
+    }
+    Ok(())
+}
+
 /// Moves `tmp` to `path` only if `path` does not exist yet (a hard link
 /// fails on an existing name), so no archive file is ever overwritten.
 fn publish_once(tmp: &Path, path: &Path) -> Result<(), BatchError> {
@@ -257,6 +396,20 @@ fn remove_unmarked_tmp(
     Ok(())
 }
 
+/// Writes `records` to a new archive-schema Parquet file at `path`, synced.
+pub fn write_parquet(path: &Path, records: &[&Record]) -> Result<(), BatchError> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let bad =
+        |e: parquet::errors::ParquetError| BatchError::Internal(format!("{}: {e}", path.display()));
+    let file = fs::File::create(path).map_err(io(path))?;
+    let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(bad)?;
+    w.write(&batch_of(records)?).map_err(bad)?;
+    let file = w.into_inner().map_err(bad)?;
+    file.sync_all().map_err(io(path))
+}
+
 /// Writes one roll of a partition: a file per event date, the marker, the
 /// renames. Returns the files' paths.
 pub fn write_roll(
@@ -272,25 +425,13 @@ pub fn write_roll(
     for r in records {
         by_date.entry(date_of(r.reading.ts)).or_default().push(r);
     }
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
     let mut files = Vec::new();
     for (date, rs) in &by_date {
         let rel = format!("archive/readings/date={date}/partition={partition}/{name}.parquet");
         let path = data_dir.join(&rel);
         let dir = path.parent().unwrap_or(data_dir);
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let tmp = tmp_of(&path);
-        let file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        let mut w = ArrowWriter::try_new(file, schema(), Some(props.clone()))
-            .map_err(|e| BatchError::Internal(format!("{}: {e}", tmp.display())))?;
-        w.write(&batch_of(rs)?)
-            .map_err(|e| BatchError::Internal(format!("{}: {e}", tmp.display())))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| BatchError::Internal(format!("{}: {e}", tmp.display())))?;
-        file.sync_all().map_err(io(&tmp))?;
+        write_parquet(&tmp_of(&path), rs)?;
         files.push((rel, path));
     }
     let rdir = rolls_dir(data_dir, partition);

@@ -12,6 +12,8 @@
 //! `CURRENT`) are the rest of issue 4 and are not built yet.
 
 pub mod archive;
+pub mod import;
+pub mod recompute;
 
 use std::path::PathBuf;
 
@@ -30,6 +32,17 @@ pub enum BatchError {
         #[source]
         source: std::io::Error,
     },
+    /// Another batch run holds the lock.
+    #[error("another batch run holds {path} (pid {holder}): this run exits without doing anything")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// What the holder wrote in it (its pid).
+        holder: String,
+    },
+    /// The request cannot be carried out as given.
+    #[error("{0}")]
+    Usage(String),
     /// A broken invariant.
     #[error("batch layer: {0}")]
     Internal(String),

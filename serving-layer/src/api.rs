@@ -15,7 +15,7 @@ use warp::http::StatusCode;
 use warp::reply::Reply;
 
 use crate::Serving;
-use crate::query::{Query, rows, to_csv, watermark};
+use crate::query::{Query, SourceFilter, rows, to_csv, watermark};
 
 /// Every way a query can fail.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,10 @@ pub enum ServingError {
     /// The answer cannot meet the query's contract.
     #[error("contract not met: {0}")]
     Contract(String),
+    /// A stored batch view could not be read, or the merge found a broken
+    /// invariant.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl warp::reject::Reject for ServingError {}
@@ -45,6 +49,7 @@ impl ServingError {
             Self::UnknownView(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Contract(_) => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -93,27 +98,36 @@ fn view_answer(
         .views
         .get(name)
         .ok_or_else(|| ServingError::UnknownView(name.to_string()))?;
-    let query = Query {
-        from: time_param(q, "from")?,
-        to: time_param(q, "to")?,
-        device: q.get("device").cloned(),
-        metric: q.get("metric").cloned(),
-        final_only: bool_param(q, "final_only")?,
-    };
-    match q.get("source").map(String::as_str) {
-        None | Some("merged") | Some("speed") => {}
-        Some("batch") => {
-            return Err(ServingError::Contract(
-                "source=batch: no batch run has been published (the batch layer is not built yet)"
-                    .into(),
-            ));
-        }
+    let source = match q.get("source").map(String::as_str) {
+        None | Some("merged") => SourceFilter::Merged,
+        Some("speed") => SourceFilter::Speed,
+        Some("batch") => SourceFilter::Batch,
         Some(other) => {
             return Err(ServingError::BadParameter {
                 name: "source",
                 reason: format!("`{other}` is not batch, speed or merged"),
             });
         }
+    };
+    let query = Query {
+        from: time_param(q, "from")?,
+        to: time_param(q, "to")?,
+        device: q.get("device").cloned(),
+        metric: q.get("metric").cloned(),
+        final_only: bool_param(q, "final_only")?,
+        source,
+    };
+    let (batch, fresh) = s.batch.current(view).map_err(|e| {
+        ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
+    })?;
+    if fresh {
+        s.batch.drop_covered(&s.views, &s.feed.table);
+    }
+    if source == SourceFilter::Batch && batch.is_none() {
+        return Err(ServingError::Contract(format!(
+            "source=batch: no batch run of {} has been published yet (run `braid batch run`)",
+            view.name
+        )));
     }
     let last = s.feed.last_message_ms.load(Ordering::Relaxed) as i64;
     let freshness = (last > 0).then(|| now_ms().saturating_sub(last).max(0));
@@ -147,15 +161,24 @@ fn view_answer(
             .table
             .read()
             .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
-        (rows(&table, view, &query), watermark(&table, view))
+        let rows = rows(&table, batch.as_deref(), view, &query)
+            .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
+        (rows, watermark(&table, view))
     };
+    let batch_header = batch.as_ref().map_or(Value::Null, |b| {
+        json!({
+            "run_id": b.manifest.run_id,
+            "finished_ms": b.manifest.finished_ms,
+            "cut": b.manifest.cut.0,
+        })
+    });
     match q.get("format").map(String::as_str) {
         None | Some("json") => {
             let body = json!({
                 "view": view.name,
                 "watermark": wm,
                 "freshness_ms": freshness,
-                "batch": Value::Null,
+                "batch": batch_header,
                 "rows": rows,
             });
             Ok(warp::reply::json(&body).into_response())
@@ -225,8 +248,40 @@ fn status(s: &Serving) -> Value {
             "messages_undecodable": s.feed.undecodable.load(Ordering::Relaxed),
             "partitions": partitions,
         },
-        "batch": { "last_run": Value::Null, "note": "the batch layer is not built yet" },
+        "batch": batch_status(s),
     })
+}
+
+fn batch_status(s: &Serving) -> Value {
+    let mut views = serde_json::Map::new();
+    let mut included: Option<std::collections::BTreeSet<String>> = None;
+    for v in &s.views.views {
+        let run = match s.batch.current(v) {
+            Ok((Some(b), _)) => {
+                included = Some(b.manifest.imports.iter().cloned().collect());
+                json!({
+                    "run_id": b.manifest.run_id,
+                    "finished_ms": b.manifest.finished_ms,
+                    "cut": b.manifest.cut.0,
+                    "rows": b.manifest.rows,
+                    "incremental": b.manifest.incremental,
+                })
+            }
+            Ok((None, _)) => Value::Null,
+            Err(e) => json!({ "error": e.to_string() }),
+        };
+        views.insert(v.name.clone(), run);
+    }
+    let pending: Vec<String> = s
+        .batch
+        .layout()
+        .complete_imports()
+        .map(|m| m.into_keys().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|id| included.as_ref().is_none_or(|inc| !inc.contains(id)))
+        .collect();
+    json!({ "views": views, "pending_imports": pending })
 }
 
 /// The query routes, every rejection recovered into a JSON error.

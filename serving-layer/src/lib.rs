@@ -15,6 +15,7 @@
 //! built either.
 
 pub mod api;
+pub mod batch;
 pub mod feed;
 pub mod query;
 
@@ -43,6 +44,8 @@ pub struct Serving {
     pub views: ViewSet,
     /// The speed side.
     pub feed: Arc<feed::SpeedFeed>,
+    /// The batch side.
+    pub batch: batch::BatchViews,
 }
 
 /// Why serving stopped.
@@ -71,6 +74,7 @@ pub fn start(
     Ok(Arc::new(Serving {
         views: config.views.clone(),
         feed,
+        batch: batch::BatchViews::new(braid_store::Layout::new(&config.data_dir)),
     }))
 }
 

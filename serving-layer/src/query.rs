@@ -1,18 +1,21 @@
 //! Answers: the rows of a view for a time range, merged and labelled.
 //!
-//! Today the serving layer has only the speed side (the batch layer is not
-//! built), so every row's `source` is `speed` and no window is `final`; the
-//! merge itself is the core's `merge_window`, which adds a batch part the day
-//! there is one.
+//! A window's answer is `batch(cut) ⊕ speed(epochs at or after cut)`, per
+//! partition, by the core's `merge_window`: the batch run's state for the
+//! window plus the speed states of the epochs the run did not include. An
+//! epoch that straddles the cut is an error, never a silent double count.
+//! A window is `final` when the batch run holds it and the speed layer holds
+//! nothing for it after the cut, and it has closed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use braid_core::agg::AggState;
 use braid_core::fold::GroupKey;
-use braid_core::merge::{Counters, Cut, Source, merge_window};
+use braid_core::merge::{Counters, Cut, MisalignedCut, Source, merge_window};
 use braid_core::speedlog::SpeedTable;
 use braid_core::watermark::WindowState;
 use braid_core::{Column, ViewDef};
+use braid_store::views::BatchView;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -29,6 +32,20 @@ pub struct Query {
     pub metric: Option<String>,
     /// Only final windows.
     pub final_only: bool,
+    /// Which side answers.
+    pub source: SourceFilter,
+}
+
+/// Which side answers a query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SourceFilter {
+    /// Batch and speed, merged at the cut.
+    #[default]
+    Merged,
+    /// The published batch run alone.
+    Batch,
+    /// The speed layer alone: every epoch it holds.
+    Speed,
 }
 
 /// One row: one window of one group.
@@ -77,19 +94,41 @@ pub fn watermark(table: &SpeedTable, view: &ViewDef) -> Option<i64> {
 }
 
 /// The merged rows of `view` that match `q`, ordered by window then group.
-pub fn rows(table: &SpeedTable, view: &ViewDef, q: &Query) -> Vec<Row> {
+pub fn rows(
+    table: &SpeedTable,
+    batch: Option<&BatchView>,
+    view: &ViewDef,
+    q: &Query,
+) -> Result<Vec<Row>, MisalignedCut> {
     let wm = watermark(table, view);
-    let parts = table.windows(&view.name, |k| {
-        q.from.is_none_or(|f| k.window_start >= f)
-            && q.to.is_none_or(|t| k.window_start < t)
-            && group_matches(view, &k.group, q)
-    });
+    let in_range = |start: i64, group: &GroupKey| {
+        q.from.is_none_or(|f| start >= f)
+            && q.to.is_none_or(|t| start < t)
+            && group_matches(view, group, q)
+    };
+    let mut parts = if q.source == SourceFilter::Batch {
+        BTreeMap::new()
+    } else {
+        table.windows(&view.name, |k| in_range(k.window_start, &k.group))
+    };
+    let batch = batch.filter(|_| q.source != SourceFilter::Speed);
+    if let Some(b) = batch {
+        for (start, group) in b.windows.keys() {
+            if in_range(*start, group) {
+                parts.entry((*start, group.clone())).or_default();
+            }
+        }
+    }
+    let cut = match (q.source, batch) {
+        (SourceFilter::Merged, Some(b)) => b.manifest.cut.clone(),
+        _ => Cut::default(),
+    };
     let device_pos = view.group_by.iter().position(|g| g == "device_id");
     let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut merged = Vec::new();
     for ((start, group), spans) in parts {
-        // Speed-only today: the cut is empty, so every epoch counts.
-        let Ok(Some(m)) = merge_window(None, spans, &Cut::default()) else {
+        let b = batch.and_then(|b| b.windows.get(&(start, group.clone())));
+        let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
             continue;
         };
         if let Some(i) = device_pos
@@ -100,11 +139,14 @@ pub fn rows(table: &SpeedTable, view: &ViewDef, q: &Query) -> Vec<Row> {
         }
         merged.push((start, group, m.state, m.batch, m.speed, m.source));
     }
-    merged
+    Ok(merged
         .into_iter()
         .filter_map(|(start, group, state, batch, speed, source)| {
             let end = start + view.windowing.size_ms;
-            let window_state = WindowState::of(end, wm, false);
+            let covered = source == Source::Batch
+                && speed == Counters::default()
+                && wm.is_none_or(|w| w >= end);
+            let window_state = WindowState::of(end, wm, covered);
             if q.final_only && window_state != WindowState::Final {
                 return None;
             }
@@ -125,7 +167,7 @@ pub fn rows(table: &SpeedTable, view: &ViewDef, q: &Query) -> Vec<Row> {
                 reporting_devices,
             ))
         })
-        .collect()
+        .collect())
 }
 
 fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use braid_core::agg::AggState;
-use braid_core::fold::{Outcome, PartitionFolder};
+use braid_core::fold::PartitionFolder;
 use braid_core::hash::device_hash;
 use braid_core::merge::Counters;
 use braid_core::{Record, ViewDef};
@@ -45,7 +45,7 @@ impl PartitionTable {
                 }),
             };
             entry.counters.count(e.outcome);
-            if let Outcome::Applied { .. } = e.outcome {
+            if e.outcome.applies() {
                 entry.state.fold(rec.reading.value, hash);
             }
             entry.max_offset = offset;

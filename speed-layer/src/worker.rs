@@ -26,6 +26,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use braid_store::Layout;
+use braid_store::views::published_cuts;
+
 use crate::checkpoint::{Checkpoint, read_sealed, write_sealed};
 use crate::table::PartitionTable;
 use crate::{SpeedConfig, SpeedError};
@@ -221,7 +224,16 @@ impl Worker {
                     epoch_start: 0,
                     sealed: Vec::new(),
                     boundaries: Vec::new(),
-                    forced: boundaries.into(),
+                    // Seal where published batch runs cut too (a run
+                    // taken before this partition had a sealed epoch cut
+                    // at the archive's end), so no epoch straddles a cut.
+                    forced: {
+                        let mut f = boundaries;
+                        f.extend(published_cuts(&Layout::new(self.data_dir()), p));
+                        f.sort_unstable();
+                        f.dedup();
+                        f.into()
+                    },
                     table: PartitionTable::default(),
                     progressed: true,
                 }

@@ -3,3 +3,6 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod archive;
+mod duckdb;
+mod import;
+mod recompute;

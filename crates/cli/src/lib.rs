@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs, StorageArgs, ViewsArgs, parse_scenario,
+    BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs, StorageArgs, ViewsArgs,
+    parse_scenario,
 };
 
 /// Braid: IoT readings into live and historical answers, counted exactly
@@ -47,6 +48,8 @@ enum Command {
         ingest: IngestArgs,
         #[command(flatten)]
         speed: SpeedArgs,
+        #[command(flatten)]
+        batch: BatchScheduleArgs,
         /// Also run a simulated fleet of this scenario: parking, home or farm.
         #[arg(long, env = "BRAID_SIMULATE", value_parser = parse_scenario)]
         simulate: Option<braid_sim::Scenario>,
@@ -119,7 +122,93 @@ enum Command {
         #[command(subcommand)]
         command: ViewsCommand,
     },
+    /// Backfill history from a CSV or Parquet file straight into the archive
+    /// (it enters answers at the next batch run). Exit codes: 0 imported,
+    /// 1 failed, 65 invalid rows refused (nothing written).
+    Import {
+        /// The file.
+        file: PathBuf,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// csv or parquet (default: from the file's extension).
+        #[arg(long, value_parser = ["csv", "parquet"])]
+        format: Option<String>,
+        /// Column of the device id.
+        #[arg(long, default_value = "device_id")]
+        device_id: String,
+        /// Column of the event time (epoch ms, RFC 3339 or YYYY-MM-DD HH:MM:SS).
+        #[arg(long, default_value = "ts")]
+        ts: String,
+        /// Column of the value.
+        #[arg(long, default_value = "value")]
+        value: String,
+        /// The metric of every row (instead of --metric-column).
+        #[arg(long, conflicts_with = "metric_column")]
+        metric: Option<String>,
+        /// Column of the metric.
+        #[arg(long, default_value = "metric")]
+        metric_column: String,
+        /// Column of the device's sequence number.
+        #[arg(long)]
+        seq: Option<String>,
+        /// A tag from a column, NAME=COLUMN (repeatable).
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        /// Time zone of times written without one (e.g. Europe/London).
+        #[arg(long, default_value = "UTC")]
+        timezone: chrono_tz::Tz,
+        /// Check every row and report; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Import the valid rows even if some are invalid (they are listed).
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+    /// The batch layer's recompute (for cron: see scripts/crontab.example).
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
 }
+
+#[derive(Subcommand, Debug)]
+enum BatchCommand {
+    /// Recompute views from the Parquet archive with DataFusion and publish
+    /// them. Exit codes: 0 published, 1 failed (the previous run stays
+    /// current), 75 another run holds the lock (nothing done).
+    Run {
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        views: ViewsArgs,
+        /// Only this view.
+        #[arg(long)]
+        view: Option<String>,
+        /// Extend the published run with what was archived since its cut
+        /// (bit-identical to a full run; falls back to one when it cannot).
+        #[arg(long)]
+        incremental: bool,
+        /// Runs kept per view, the published one included.
+        #[arg(long, env = "BRAID_BATCH_KEEP", default_value_t = 5)]
+        keep: usize,
+        /// Threads for DataFusion.
+        #[arg(long, env = "BRAID_BATCH_THREADS", default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+        .ok_or_else(|| format!("`{s}` is not NAME=COLUMN"))
+}
+
+/// Exit code of an import refused for invalid rows (EX_DATAERR).
+pub const EXIT_INVALID: u8 = 65;
+
+/// Exit code of a batch run that found another one running (EX_TEMPFAIL).
+pub const EXIT_LOCKED: u8 = 75;
 
 #[derive(Subcommand, Debug)]
 enum ViewsCommand {
@@ -159,6 +248,70 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Views {
             command: ViewsCommand::Check { files },
         } => Ok(views_check(&files)),
+        Command::Import {
+            file,
+            storage,
+            format,
+            device_id,
+            ts,
+            value,
+            metric,
+            metric_column,
+            seq,
+            tags,
+            timezone,
+            dry_run,
+            skip_invalid,
+        } => {
+            use braid_batch::import::{Format, ImportConfig, Mapping, MetricFrom};
+            let format = match format
+                .as_deref()
+                .or_else(|| file.extension().and_then(|e| e.to_str()))
+            {
+                Some("parquet") => Format::Parquet,
+                Some("csv") => Format::Csv,
+                _ => anyhow::bail!(
+                    "cannot tell the format of {}: give --format csv or --format parquet",
+                    file.display()
+                ),
+            };
+            let config = ImportConfig {
+                data_dir: storage.data_dir,
+                file,
+                format,
+                mapping: Mapping {
+                    device_id,
+                    ts,
+                    value,
+                    metric: metric.map_or(MetricFrom::Column(metric_column), MetricFrom::Fixed),
+                    seq,
+                    tags,
+                    timezone,
+                },
+                dry_run,
+                skip_invalid,
+            };
+            import(&config)
+        }
+        Command::Batch {
+            command:
+                BatchCommand::Run {
+                    storage,
+                    views,
+                    view,
+                    incremental,
+                    keep,
+                    threads,
+                },
+        } => {
+            let set = load_views(&views.views)?;
+            let mut config = braid_batch::recompute::RunConfig::new(storage.data_dir, set);
+            config.only = view;
+            config.incremental = incremental;
+            config.keep = keep;
+            config.threads = threads;
+            runtime()?.block_on(batch_run(config))
+        }
         Command::Broker {
             kafka,
             storage,
@@ -171,6 +324,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             http,
             ingest,
             speed,
+            batch,
             simulate,
             sim,
         } => runtime()?.block_on(up(
@@ -179,7 +333,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
-            speed,
+            (speed, batch),
             simulate.map(|s| (s, sim)),
         )),
         Command::Simulate {
@@ -391,6 +545,136 @@ async fn serve_alone(
     Ok(ExitCode::SUCCESS)
 }
 
+fn import(config: &braid_batch::import::ImportConfig) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = |done: u64, total: u64| {
+        if terminal {
+            eprint!(
+                "\r  reading {}: {done} of {total} rows   ",
+                config.file.display()
+            );
+        }
+    };
+    let report = braid_batch::import::run(config, &progress)?;
+    if terminal {
+        eprintln!();
+    }
+    for e in &report.errors {
+        eprintln!("invalid: {e}");
+    }
+    if report.invalid > report.errors.len() as u64 {
+        eprintln!(
+            "invalid: ... and {} more",
+            report.invalid - report.errors.len() as u64
+        );
+    }
+    let range = report.ts_range.map_or(String::new(), |(a, b)| {
+        format!(
+            ", {} to {}",
+            braid_core::time::format_rfc3339(a),
+            braid_core::time::format_rfc3339(b)
+        )
+    });
+    if report.invalid > 0 && !config.skip_invalid {
+        eprintln!(
+            "braid import: {} of {} rows are invalid: nothing imported (fix them, or --skip-invalid)",
+            report.invalid, report.rows
+        );
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    match &report.id {
+        Some(id) => println!(
+            "braid import: {} readings from {} rows as {id}{range} ({} invalid skipped); they enter answers at the next batch run",
+            report.readings, report.rows, report.invalid
+        ),
+        None => println!(
+            "braid import: {}{} readings would be imported from {} rows{range} ({} invalid)",
+            if config.dry_run { "dry run: " } else { "" },
+            report.readings,
+            report.rows,
+            report.invalid
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn batch_run(mut config: braid_batch::recompute::RunConfig) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    config.progress = Some(braid_batch::recompute::Progress(std::sync::Arc::new(
+        move |done: u64, total: u64| {
+            let pct = if total == 0 {
+                100.0
+            } else {
+                done as f64 * 100.0 / total as f64
+            };
+            if terminal {
+                eprint!("\r  folding the archive: {done} of about {total} records ({pct:.0}%)   ");
+            } else {
+                tracing::info!(done, total, "batch run progress");
+            }
+        },
+    )));
+    match braid_batch::recompute::run(config).await {
+        Ok(report) => {
+            if terminal {
+                eprintln!();
+            }
+            println!(
+                "braid batch run: run {} published in {:.1} s ({} records, {}; cut {:?})",
+                report.run_id,
+                report.elapsed.as_secs_f64(),
+                report.records,
+                if report.incremental {
+                    "incremental"
+                } else {
+                    "full"
+                },
+                report.cut.0
+            );
+            for (name, rows, readings) in &report.views {
+                println!("  {name}: {rows} windows, {readings} readings");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ braid_batch::BatchError::Locked { .. }) => {
+            eprintln!("braid batch run: {e}");
+            Ok(ExitCode::from(EXIT_LOCKED))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `braid up`'s in-process batch schedule: an incremental run every
+/// `every`, skipped while another run (cron's, say) holds the lock.
+async fn batch_schedule(
+    data_dir: PathBuf,
+    views: ViewSet,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let mut config = braid_batch::recompute::RunConfig::new(data_dir.clone(), views.clone());
+        config.incremental = true;
+        match braid_batch::recompute::run(config).await {
+            Ok(r) => {
+                tracing::info!(run = %r.run_id, records = r.records, incremental = r.incremental, "scheduled batch run published")
+            }
+            Err(e @ braid_batch::BatchError::Locked { .. }) => {
+                tracing::info!(reason = %e, "scheduled batch run skipped")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "scheduled batch run failed; the previous run stays current")
+            }
+        }
+    }
+}
+
 async fn simulate(
     kafka: KafkaArgs,
     scenario: braid_sim::Scenario,
@@ -413,7 +697,7 @@ async fn up(
     views: ViewsArgs,
     http: HttpArgs,
     ingest: IngestArgs,
-    speed_args: SpeedArgs,
+    (speed_args, batch_args): (SpeedArgs, BatchScheduleArgs),
     simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
@@ -481,6 +765,19 @@ async fn up(
                 tracing::warn!(error = %e, "the simulator stopped");
             }
         });
+    }
+    if batch_args.batch_every > 0 {
+        let every = std::time::Duration::from_millis(batch_args.batch_every as u64);
+        println!(
+            "braid up: batch runs every {}",
+            braid_core::time::format_duration(batch_args.batch_every)
+        );
+        tokio::spawn(batch_schedule(
+            storage.data_dir.clone(),
+            set.clone(),
+            every,
+            shutdown.clone(),
+        ));
     }
     let stop = shutdown.clone();
     warp::serve(routes)

@@ -51,6 +51,16 @@ impl Writer {
         self.buf
     }
 
+    /// The bytes written so far, borrowed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets what was written, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     /// One raw byte.
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);

@@ -46,10 +46,58 @@ pub enum Outcome {
         /// The window had already ended by the partition's watermark.
         late: bool,
     },
-    /// Historical: left to the batch layer, counted as pending.
-    Pending,
+    /// Historical: left to the batch layer, counted as pending by the
+    /// speed layer and applied by a batch run.
+    Pending {
+        /// The window had already ended by the partition's watermark.
+        late: bool,
+    },
     /// A duplicate: dropped and counted.
     Duplicate,
+}
+
+/// Which layer carries out the outcomes: the speed layer leaves historical
+/// readings pending; a batch run covers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// The speed layer.
+    Speed,
+    /// A batch run.
+    Batch,
+}
+
+impl Outcome {
+    /// The outcome as `layer` carries it out.
+    pub fn in_layer(self, layer: Layer) -> Self {
+        match (self, layer) {
+            (Self::Pending { late }, Layer::Batch) => Self::Applied { late },
+            (o, _) => o,
+        }
+    }
+
+    /// A one-byte code (see [`Outcome::from_code`]).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Applied { late } => u8::from(late),
+            Self::Pending { late } => 2 + u8::from(late),
+            Self::Duplicate => 4,
+        }
+    }
+
+    /// Reads [`Outcome::code`].
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 | 1 => Self::Applied { late: code == 1 },
+            2 | 3 => Self::Pending { late: code == 3 },
+            4 => Self::Duplicate,
+            _ => return None,
+        })
+    }
+
+    /// Whether the reading's value goes into the state.
+    pub fn applies(self) -> bool {
+        matches!(self, Self::Applied { .. })
+    }
 }
 
 impl Counters {
@@ -60,7 +108,7 @@ impl Counters {
                 self.readings += 1;
                 self.late_readings += u64::from(late);
             }
-            Outcome::Pending => self.pending_historical += 1,
+            Outcome::Pending { .. } => self.pending_historical += 1,
             Outcome::Duplicate => self.duplicates_dropped += 1,
         }
     }
@@ -120,14 +168,13 @@ impl PartitionFolder {
             let class = def.lateness.classify(r.ts, rec.ingest_ts);
             let watermark = before.map(|m| m.saturating_sub(def.max_out_of_orderness_ms));
             for window in def.windowing.assign(r.ts) {
+                let late = watermark.is_some_and(|w| w >= window.end);
                 let outcome = if duplicate {
                     Outcome::Duplicate
                 } else if class == LatenessClass::Historical {
-                    Outcome::Pending
+                    Outcome::Pending { late }
                 } else {
-                    Outcome::Applied {
-                        late: watermark.is_some_and(|w| w >= window.end),
-                    }
+                    Outcome::Applied { late }
                 };
                 effect(Effect {
                     view,
@@ -167,11 +214,13 @@ impl PartitionFolder {
 /// counters, as a whole-log fold builds them (the batch layer, tests).
 pub type ViewTable = BTreeMap<(usize, i64, GroupKey), (AggState, Counters)>;
 
-/// Folds records of one partition, in offset order, into `table`.
+/// Folds records of one partition, in offset order, into `table`, as
+/// `layer` does.
 pub fn fold_into(
     table: &mut ViewTable,
     folder: &mut PartitionFolder,
     views: &[ViewDef],
+    layer: Layer,
     records: impl IntoIterator<Item = impl std::borrow::Borrow<Record>>,
 ) {
     for rec in records {
@@ -181,8 +230,9 @@ pub fn fold_into(
             let (state, counters) = table
                 .entry((e.view, e.window.start, e.group.clone()))
                 .or_insert_with(|| (AggState::new(views[e.view].parts()), Counters::default()));
-            counters.count(e.outcome);
-            if let Outcome::Applied { .. } = e.outcome {
+            let outcome = e.outcome.in_layer(layer);
+            counters.count(outcome);
+            if outcome.applies() {
                 state.fold(rec.reading.value, hash);
             }
         });

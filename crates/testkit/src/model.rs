@@ -7,11 +7,13 @@
 //! from its own `ts` and `ingest_ts`; it falls in every window that contains
 //! its `ts`; it is late if the window had ended by its partition's watermark
 //! (the largest earlier `ts` minus the view's out-of-orderness); historical
-//! readings are counted as pending, not applied.
+//! readings are counted as pending, not applied, by the speed layer and
+//! applied by a batch run.
 
 use std::collections::BTreeMap;
 
 use braid_core::agg::{AggState, Parts};
+use braid_core::fold::Layer;
 use braid_core::hash::device_hash;
 use braid_core::lateness::LatenessClass;
 use braid_core::view::Settings;
@@ -49,8 +51,20 @@ pub type GroupKey = Vec<Option<String>>;
 /// The model's answer for one view.
 pub type RefView = BTreeMap<(i64, GroupKey), RefWindow>;
 
-/// Recomputes `view` from `records`.
+/// Recomputes `view` from `records` as the speed layer applies them
+/// (historical readings pending).
 pub fn reference_view(view: &ViewDef, settings: &Settings, records: &[Record]) -> RefView {
+    reference_view_in(view, settings, records, Layer::Speed)
+}
+
+/// Recomputes `view` from `records` as `layer` applies them: a batch run
+/// applies historical readings too.
+pub fn reference_view_in(
+    view: &ViewDef,
+    settings: &Settings,
+    records: &[Record],
+    layer: Layer,
+) -> RefView {
     let mut out = RefView::new();
     for (i, rec) in records.iter().enumerate() {
         let r = &rec.reading;
@@ -99,7 +113,7 @@ pub fn reference_view(view: &ViewDef, settings: &Settings, records: &[Record]) -
             let w = out.entry((start, group.clone())).or_default();
             if is_dup {
                 w.duplicates_dropped += 1;
-            } else if class == LatenessClass::Historical {
+            } else if class == LatenessClass::Historical && layer == Layer::Speed {
                 w.pending_historical += 1;
             } else {
                 w.applied.push((r.value, r.device_id.clone()));

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+mod batch_kill;
 mod broker;
 mod speed_kill;
 mod up;

@@ -156,6 +156,105 @@ async fn readings_in_views_out_across_a_restart() {
     // The archive holds the log: every reading sent, the retried ten too,
     // each once.
     assert_eq!(archived_rows(&dir.path().join("archive/readings")), 211);
+
+    // A batch run, as cron runs it, recomputes the views from the archive;
+    // served again, every reading is counted once, now from the batch run.
+    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["batch", "run"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("braid batch run");
+    assert!(
+        out.status.success(),
+        "braid batch run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("device_summary: "), "{printed}");
+    let up = start(dir.path());
+    wait_for(&http, &up.base, 201).await;
+    let v: Value = http
+        .get(format!("{}/v1/views/device_summary", up.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(v["batch"]["run_id"].is_string(), "{v}");
+    let rows = v["rows"].as_array().expect("rows");
+    let from_batch: u64 = rows
+        .iter()
+        .filter_map(|r| r["readings_batch"].as_u64())
+        .sum();
+    assert_eq!(from_batch, 201, "every reading is in the batch run: {v}");
+    assert!(rows.iter().all(|r| r["source"] == "batch"), "{v}");
+    let dups: u64 = rows
+        .iter()
+        .filter_map(|r| r["duplicates_dropped"].as_u64())
+        .sum();
+    assert_eq!(dups, 10, "the batch run drops the same retried ten: {v}");
+    let batch_only: Value = http
+        .get(format!("{}/v1/views/device_summary?source=batch", up.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        batch_only["rows"].as_array().map(Vec::len),
+        Some(rows.len())
+    );
+
+    // New readings in windows the batch run already holds: those windows
+    // are now batch+speed, and still every reading counts once.
+    let more: Vec<Value> = (0..20)
+        .map(|i| json!({"device_id": format!("probe-{}", i % 8), "metric": "soil_moisture", "ts": now - i * 1000 - 500, "value": i, "seq": 1000 + i}))
+        .collect();
+    let r = http
+        .post(format!("{}/v1/readings", up.base))
+        .json(&more)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    wait_for(&http, &up.base, 221).await;
+    let v: Value = http
+        .get(format!("{}/v1/views/device_summary", up.base))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let rows = v["rows"].as_array().expect("rows");
+    let sum = |k: &str| -> u64 { rows.iter().filter_map(|r| r[k].as_u64()).sum() };
+    assert_eq!(
+        (sum("readings_batch"), sum("readings_speed")),
+        (201, 20),
+        "{v}"
+    );
+    assert!(rows.iter().any(|r| r["source"] == "batch+speed"), "{v}");
+    stop(up);
+}
+
+#[test]
+fn an_overlapping_batch_run_exits_at_once_with_75() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _held = braid_batch::recompute::lock(&braid_store::Layout::new(dir.path())).expect("lock");
+    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["batch", "run"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("braid batch run");
+    assert_eq!(out.status.code(), Some(75));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another batch run holds"), "{err}");
 }
 
 fn archived_rows(dir: &std::path::Path) -> usize {

@@ -1,0 +1,154 @@
+//! Where every file lives under the data directory.
+//!
+//! ```text
+//! archive/readings/date=YYYY-MM-DD/partition=P/<first>-<last>.parquet
+//! archive/rolls/partition=P/<first>-<last>.roll
+//! archive/imports/<import id>/date=YYYY-MM-DD/<import id>.parquet
+//! views/<view>/<run id>/part-0.parquet, manifest.json
+//! views/<view>/CURRENT
+//! views/.lock
+//! speed/checkpoints/partition=P/<next offset>.ckpt
+//! speed/sealed/partition=P.txt
+//! broker/
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The data directory and the paths inside it.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Archived readings from `braid.readings`.
+    pub fn readings(&self) -> PathBuf {
+        self.root.join("archive/readings")
+    }
+
+    /// Roll markers of archive partition `p`.
+    pub fn rolls(&self, p: i32) -> PathBuf {
+        self.root.join(format!("archive/rolls/partition={p}"))
+    }
+
+    /// Imported history, one folder per import.
+    pub fn imports(&self) -> PathBuf {
+        self.root.join("archive/imports")
+    }
+
+    /// Published batch views.
+    pub fn views(&self) -> PathBuf {
+        self.root.join("views")
+    }
+
+    /// The runs of one view.
+    pub fn view(&self, view: &str) -> PathBuf {
+        self.views().join(view)
+    }
+
+    /// The file naming the published run of `view`.
+    pub fn current(&self, view: &str) -> PathBuf {
+        self.view(view).join("CURRENT")
+    }
+
+    /// One run of one view.
+    pub fn run(&self, view: &str, run_id: &str) -> PathBuf {
+        self.view(view).join(run_id)
+    }
+
+    /// The lock a batch run holds.
+    pub fn batch_lock(&self) -> PathBuf {
+        self.views().join(".lock")
+    }
+
+    /// Sealed epoch boundaries of speed partition `p`, one per line.
+    pub fn sealed(&self, p: i32) -> PathBuf {
+        self.root.join(format!("speed/sealed/partition={p}.txt"))
+    }
+
+    /// Reads the sealed boundaries of partition `p`: `None` when the speed
+    /// layer has never sealed an epoch of it.
+    pub fn read_sealed(&self, p: i32) -> Option<Vec<i64>> {
+        let text = fs::read_to_string(self.sealed(p)).ok()?;
+        Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+}
+
+impl Layout {
+    /// Imports that are complete (their `COMPLETE` marker written), by id,
+    /// with their Parquet files in name order.
+    pub fn complete_imports(
+        &self,
+    ) -> std::io::Result<std::collections::BTreeMap<String, Vec<PathBuf>>> {
+        let mut out = std::collections::BTreeMap::new();
+        let rd = match fs::read_dir(self.imports()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in rd.filter_map(Result::ok) {
+            let path = e.path();
+            let Some(id) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if !path.join(IMPORT_COMPLETE).exists() {
+                continue;
+            }
+            let mut files = Vec::new();
+            collect_parquet(&path, &mut files)?;
+            files.sort();
+            out.insert(id, files);
+        }
+        Ok(out)
+    }
+}
+
+/// The marker an import writes last.
+pub const IMPORT_COMPLETE: &str = "COMPLETE";
+
+fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)?.filter_map(Result::ok) {
+        let p = e.path();
+        if p.is_dir() {
+            collect_parquet(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new
+/// one, never a torn one: a temporary file, synced, renamed, and the
+/// directory synced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(parent)
+}
+
+/// Syncs a directory, so the names in it survive a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all())
+}

@@ -1,0 +1,18 @@
+//! Braid's storage layout, shared by the layers that meet only through
+//! stored files.
+//!
+//! - [`layout`]: where every file lives under the data directory, and the
+//!   atomic write every layer uses.
+//! - [`views`]: published batch views: `views/<view>/<run id>/` Parquet, its
+//!   `manifest.json`, and `CURRENT`. The batch layer writes them; the
+//!   serving layer reads them. Each row carries the canonical encoding of its
+//!   aggregate state, so serving merges it with speed states exactly.
+//!
+//! This crate holds formats, not policies: which cut a run picks or how
+//! serving merges is the business of the layers.
+
+pub mod layout;
+pub mod views;
+
+pub use layout::Layout;
+pub use views::{BatchView, Manifest, StoreError};

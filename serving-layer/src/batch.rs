@@ -1,0 +1,92 @@
+//! The batch side: each view's published run, read from
+//! `views/<view>/CURRENT` and cached until `CURRENT` names another run.
+//!
+//! A query looks at `CURRENT` (one small file) and loads a run only when it
+//! changed, so a new batch run is answered from as soon as it is published.
+//! When every view has a run, the speed states of epochs below the smallest
+//! cut are dropped from the speed table: the batch side counts them now.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use braid_core::merge::Cut;
+use braid_core::speedlog::SpeedTable;
+use braid_core::{ViewDef, ViewSet};
+use braid_store::views::{BatchView, current_run, read_run};
+use braid_store::{Layout, StoreError};
+
+/// The published batch views of one data directory.
+#[derive(Debug)]
+pub struct BatchViews {
+    layout: Layout,
+    cache: RwLock<HashMap<String, Arc<BatchView>>>,
+}
+
+impl BatchViews {
+    /// Batch views under `layout`.
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The storage layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The published run of `view`, loading it if `CURRENT` moved. Returns
+    /// whether it was newly loaded too.
+    pub fn current(&self, view: &ViewDef) -> Result<(Option<Arc<BatchView>>, bool), StoreError> {
+        let Some(run) = current_run(&self.layout, &view.name)? else {
+            return Ok((None, false));
+        };
+        if let Ok(cache) = self.cache.read()
+            && let Some(bv) = cache.get(&view.name)
+            && bv.manifest.run_id == run
+        {
+            return Ok((Some(bv.clone()), false));
+        }
+        let bv = Arc::new(read_run(&self.layout, view, &run)?);
+        tracing::info!(view = %view.name, run = %run, windows = bv.windows.len(), "batch run loaded");
+        if let Ok(mut cache) = self.cache.write() {
+            cache.insert(view.name.clone(), bv.clone());
+        }
+        Ok((Some(bv), true))
+    }
+
+    /// The cached run of `view`, without looking at `CURRENT`.
+    pub fn cached(&self, view: &str) -> Option<Arc<BatchView>> {
+        self.cache.read().ok()?.get(view).cloned()
+    }
+
+    /// The smallest cut over `views`, when every one has a run.
+    pub fn common_cut(&self, views: &ViewSet) -> Option<Cut> {
+        let cache = self.cache.read().ok()?;
+        let mut out: Option<Cut> = None;
+        for v in &views.views {
+            let cut = &cache.get(&v.name)?.manifest.cut;
+            out = Some(match out {
+                None => cut.clone(),
+                Some(mut acc) => {
+                    let parts: Vec<i32> = acc.0.keys().chain(cut.0.keys()).copied().collect();
+                    for p in parts {
+                        acc.0.insert(p, acc.offset(p).min(cut.offset(p)));
+                    }
+                    acc
+                }
+            });
+        }
+        out
+    }
+
+    /// Drops speed states that every view's batch run now covers.
+    pub fn drop_covered(&self, views: &ViewSet, table: &RwLock<SpeedTable>) {
+        if let Some(cut) = self.common_cut(views)
+            && let Ok(mut t) = table.write()
+        {
+            t.drop_below(&cut);
+        }
+    }
+}
