@@ -117,17 +117,22 @@ fn view_answer(
         final_only: bool_param(q, "final_only")?,
         source,
     };
-    let (batch, fresh) = s.batch.current(view).map_err(|e| {
-        ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
-    })?;
-    if fresh {
-        s.batch.drop_covered(&s.views, &s.feed.table);
-    }
-    if source == SourceFilter::Batch && batch.is_none() {
-        return Err(ServingError::Contract(format!(
-            "source=batch: no batch run of {} has been published yet (run `braid batch run`)",
-            view.name
-        )));
+    s.batch
+        .refresh(&s.views, view, &s.feed.table)
+        .map_err(|e| {
+            ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
+        })?;
+    if source == SourceFilter::Batch && s.batch.cached(&view.name).is_none() {
+        return Err(ServingError::Contract(match s.batch.stale(&view.name) {
+            Some(run) => format!(
+                "source=batch: run {run} of {} was made from another definition of the view; the next `braid batch run` replaces it",
+                view.name
+            ),
+            None => format!(
+                "source=batch: no batch run of {} has been published yet (run `braid batch run`)",
+                view.name
+            ),
+        }));
     }
     let last = s.feed.last_message_ms.load(Ordering::Relaxed) as i64;
     let freshness = (last > 0).then(|| now_ms().saturating_sub(last).max(0));
@@ -155,15 +160,17 @@ fn view_answer(
             "min_completeness is not supported yet: completeness needs the batch layer".into(),
         ));
     }
-    let (rows, wm) = {
+    let (rows, wm, batch) = {
         let table = s
             .feed
             .table
             .read()
             .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
+        // The run is taken under the table's lock: see BatchViews::refresh.
+        let batch = s.batch.cached(&view.name);
         let rows = rows(&table, batch.as_deref(), view, &query)
             .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
-        (rows, watermark(&table, view))
+        (rows, watermark(&table, view), batch)
     };
     let batch_header = batch.as_ref().map_or(Value::Null, |b| {
         json!({
@@ -256,8 +263,12 @@ fn batch_status(s: &Serving) -> Value {
     let mut views = serde_json::Map::new();
     let mut included: Option<std::collections::BTreeSet<String>> = None;
     for v in &s.views.views {
-        let run = match s.batch.current(v) {
-            Ok((Some(b), _)) => {
+        let run = match s
+            .batch
+            .refresh(&s.views, v, &s.feed.table)
+            .map(|()| s.batch.cached(&v.name))
+        {
+            Ok(Some(b)) => {
                 included = Some(b.manifest.imports.iter().cloned().collect());
                 json!({
                     "run_id": b.manifest.run_id,
@@ -267,7 +278,12 @@ fn batch_status(s: &Serving) -> Value {
                     "incremental": b.manifest.incremental,
                 })
             }
-            Ok((None, _)) => Value::Null,
+            Ok(None) => match s.batch.stale(&v.name) {
+                Some(run) => {
+                    json!({ "stale_run": run, "reason": "made from another definition of the view" })
+                }
+                None => Value::Null,
+            },
             Err(e) => json!({ "error": e.to_string() }),
         };
         views.insert(v.name.clone(), run);
@@ -277,7 +293,10 @@ fn batch_status(s: &Serving) -> Value {
         .layout()
         .complete_imports()
         .map(|m| m.into_keys().collect::<Vec<_>>())
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "listing imports");
+            Vec::new()
+        })
         .into_iter()
         .filter(|id| included.as_ref().is_none_or(|inc| !inc.contains(id)))
         .collect();

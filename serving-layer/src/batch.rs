@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use braid_core::merge::Cut;
 use braid_core::speedlog::SpeedTable;
 use braid_core::{ViewDef, ViewSet};
-use braid_store::views::{BatchView, current_run, read_run};
+use braid_store::views::{BatchView, current_run, definition_hash, read_run};
 use braid_store::{Layout, StoreError};
 
 /// The published batch views of one data directory.
@@ -20,6 +20,7 @@ use braid_store::{Layout, StoreError};
 pub struct BatchViews {
     layout: Layout,
     cache: RwLock<HashMap<String, Arc<BatchView>>>,
+    stale: RwLock<HashMap<String, String>>,
 }
 
 impl BatchViews {
@@ -28,6 +29,7 @@ impl BatchViews {
         Self {
             layout,
             cache: RwLock::new(HashMap::new()),
+            stale: RwLock::new(HashMap::new()),
         }
     }
 
@@ -36,24 +38,56 @@ impl BatchViews {
         &self.layout
     }
 
-    /// The published run of `view`, loading it if `CURRENT` moved. Returns
-    /// whether it was newly loaded too.
-    pub fn current(&self, view: &ViewDef) -> Result<(Option<Arc<BatchView>>, bool), StoreError> {
+    /// Loads the published run of `view` if `CURRENT` moved, and then drops
+    /// the speed states that every view's run covers.
+    ///
+    /// Call it before taking the speed table's read lock for a query, and
+    /// take the run with [`BatchViews::cached`] under that lock: a drop
+    /// needs the write lock, and happens only after the cache holds the run
+    /// that covers what it drops, so a query never pairs an older run with
+    /// a table missing the epochs that run did not cover.
+    pub fn refresh(
+        &self,
+        views: &ViewSet,
+        view: &ViewDef,
+        table: &RwLock<SpeedTable>,
+    ) -> Result<(), StoreError> {
         let Some(run) = current_run(&self.layout, &view.name)? else {
-            return Ok((None, false));
+            if let Ok(mut cache) = self.cache.write() {
+                cache.remove(&view.name);
+            }
+            return Ok(());
         };
         if let Ok(cache) = self.cache.read()
             && let Some(bv) = cache.get(&view.name)
             && bv.manifest.run_id == run
         {
-            return Ok((Some(bv.clone()), false));
+            return Ok(());
         }
         let bv = Arc::new(read_run(&self.layout, view, &run)?);
+        let want = definition_hash(view, views);
+        if bv.manifest.definition_hash != want {
+            tracing::warn!(view = %view.name, run = %run, "the published batch run was made from another definition of the view: not used until the next batch run");
+            if let Ok(mut stale) = self.stale.write() {
+                stale.insert(view.name.clone(), run);
+            }
+            return Ok(());
+        }
         tracing::info!(view = %view.name, run = %run, windows = bv.windows.len(), "batch run loaded");
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(view.name.clone(), bv.clone());
+            cache.insert(view.name.clone(), bv);
         }
-        Ok((Some(bv), true))
+        if let Ok(mut stale) = self.stale.write() {
+            stale.remove(&view.name);
+        }
+        self.drop_covered(views, table);
+        Ok(())
+    }
+
+    /// The run of `view` that was made from another view definition, if
+    /// that is why no run is used.
+    pub fn stale(&self, view: &str) -> Option<String> {
+        self.stale.read().ok()?.get(view).cloned()
     }
 
     /// The cached run of `view`, without looking at `CURRENT`.
@@ -82,7 +116,7 @@ impl BatchViews {
     }
 
     /// Drops speed states that every view's batch run now covers.
-    pub fn drop_covered(&self, views: &ViewSet, table: &RwLock<SpeedTable>) {
+    fn drop_covered(&self, views: &ViewSet, table: &RwLock<SpeedTable>) {
         if let Some(cut) = self.common_cut(views)
             && let Ok(mut t) = table.write()
         {

@@ -4,8 +4,9 @@
 //! partition, by the core's `merge_window`: the batch run's state for the
 //! window plus the speed states of the epochs the run did not include. An
 //! epoch that straddles the cut is an error, never a silent double count.
-//! A window is `final` when the batch run holds it and the speed layer holds
-//! nothing for it after the cut, and it has closed.
+//! A window is `final` when the batch run holds it, the speed layer holds
+//! nothing for it after the cut, and the watermark has passed its end (no
+//! watermark, no `final`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -143,9 +144,9 @@ pub fn rows(
         .into_iter()
         .filter_map(|(start, group, state, batch, speed, source)| {
             let end = start + view.windowing.size_ms;
-            let covered = source == Source::Batch
-                && speed == Counters::default()
-                && wm.is_none_or(|w| w >= end);
+            // Final needs evidence: the batch run alone holds the window,
+            // and the watermark has passed its end.
+            let covered = source == Source::Batch && wm.is_some_and(|w| w >= end);
             let window_state = WindowState::of(end, wm, covered);
             if q.final_only && window_state != WindowState::Final {
                 return None;

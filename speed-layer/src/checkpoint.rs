@@ -16,7 +16,6 @@
 //! reported) and the previous one tried. The last [`KEEP`] files are kept.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use braid_core::agg::AggState;
@@ -93,7 +92,7 @@ pub fn dir(data_dir: &Path, partition: i32) -> PathBuf {
 
 /// The sealed-boundaries file of a partition.
 pub fn sealed_file(data_dir: &Path, partition: i32) -> PathBuf {
-    data_dir.join(format!("speed/sealed/partition={partition}.txt"))
+    braid_store::Layout::new(data_dir).sealed(partition)
 }
 
 impl Checkpoint {
@@ -244,28 +243,15 @@ fn prune(d: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never a torn one.
+/// Writes `bytes` to `path` atomically (see `braid_store::layout::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    fs::File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(io(parent))?;
-    Ok(())
+    braid_store::layout::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// Reads the sealed boundaries of a partition (empty when none).
 pub fn read_sealed(data_dir: &Path, partition: i32) -> Vec<i64> {
-    fs::read_to_string(sealed_file(data_dir, partition))
-        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    braid_store::Layout::new(data_dir)
+        .read_sealed(partition)
         .unwrap_or_default()
 }
 

@@ -179,15 +179,29 @@ impl Worker {
         let ckpt = Checkpoint::load(self.data_dir(), p, |e| {
             tracing::warn!(partition = p, error = %e, "checkpoint refused; trying the previous one");
         })?;
+        let layout = Layout::new(self.data_dir());
+        if layout.read_sealed(p).is_none() {
+            // From now on a batch run cuts this partition only at epoch
+            // boundaries the speed layer sealed (see batch's choose_cut).
+            write_sealed(self.data_dir(), p, &[])?;
+        }
         let boundaries = read_sealed(self.data_dir(), p);
+        // Seal where published batch runs cut too (a run taken before this
+        // partition had a sealed epoch cut at the archive's end), so no
+        // epoch straddles a cut.
+        let cuts = published_cuts(&layout, p);
         let id = restore_id();
         let part = match ckpt {
             Some(c) => {
-                let forced = boundaries
+                let mut forced: Vec<i64> = boundaries
                     .iter()
                     .copied()
+                    .chain(cuts)
                     .filter(|&b| b > c.next_offset)
                     .collect();
+                forced.sort_unstable();
+                forced.dedup();
+                let forced = forced.into();
                 tracing::info!(
                     partition = p,
                     next_offset = c.next_offset,
@@ -224,12 +238,9 @@ impl Worker {
                     epoch_start: 0,
                     sealed: Vec::new(),
                     boundaries: Vec::new(),
-                    // Seal where published batch runs cut too (a run
-                    // taken before this partition had a sealed epoch cut
-                    // at the archive's end), so no epoch straddles a cut.
                     forced: {
                         let mut f = boundaries;
-                        f.extend(published_cuts(&Layout::new(self.data_dir()), p));
+                        f.extend(cuts);
                         f.sort_unstable();
                         f.dedup();
                         f.into()

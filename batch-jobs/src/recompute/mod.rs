@@ -43,7 +43,7 @@ use braid_core::speedlog::decode_group;
 use braid_core::time::format_rfc3339;
 use braid_core::{ViewDef, ViewSet};
 use braid_store::Layout;
-use braid_store::views::{self as store_views, Manifest, StagedRun};
+use braid_store::views::{self as store_views, Manifest, StagedRun, definition_hash};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{AggregateUDF, col};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -146,10 +146,43 @@ pub fn choose_cut(layout: &Layout) -> Result<(Cut, BTreeMap<i32, Vec<Roll>>), Ba
     Ok((cut, rolls))
 }
 
-/// The hash a manifest records for a view under the run's settings.
-pub fn definition_hash(view: &ViewDef, views: &ViewSet) -> String {
-    let text = format!("{:016x}|{}", view.hash(), views.settings.dedup_horizon_ms);
-    format!("{:016x}", stable_hash(text.as_bytes()))
+/// A cut never goes back: where the published runs of `views` cut further
+/// than the archive and the sealed boundaries allow now (the speed layer's
+/// boundary list was trimmed, say), their cut holds, as long as the archive
+/// still has everything below it. Serving has dropped the speed states
+/// below a published cut, so a lower cut would count readings zero times.
+fn hold_published_cuts(
+    layout: &Layout,
+    views: &[ViewDef],
+    rolls: &BTreeMap<i32, Vec<Roll>>,
+    cut: &mut Cut,
+) -> Result<(), BatchError> {
+    for v in views {
+        let Some(run) = store_views::current_run(layout, &v.name).map_err(store_err)? else {
+            continue;
+        };
+        let prev = store_views::read_manifest(layout, &v.name, &run)
+            .map_err(store_err)?
+            .cut;
+        for (&p, &c) in &prev.0 {
+            if cut.offset(p) >= c {
+                continue;
+            }
+            let end = rolls
+                .get(&p)
+                .and_then(|rs| rs.last())
+                .map_or(0, |r| r.last + 1);
+            if end < c {
+                return Err(BatchError::Internal(format!(
+                    "partition {p}: run {run} of {} cut at offset {c}, but the archive now holds only up to {end}: \
+                     a roll below the cut is missing or unfinished (is an archiver publishing it?)",
+                    v.name
+                )));
+            }
+            cut.0.insert(p, c);
+        }
+    }
+    Ok(())
 }
 
 fn new_run_id(layout: &Layout, views: &[ViewDef]) -> String {
@@ -182,7 +215,13 @@ struct Base {
     windows: Vec<Windows>,
 }
 
-fn load_base(layout: &Layout, set: &ViewSet, views: &[ViewDef], cut: &Cut) -> Result<Base, String> {
+fn load_base(
+    layout: &Layout,
+    set: &ViewSet,
+    views: &[ViewDef],
+    cut: &Cut,
+    imports: &BTreeMap<String, Vec<PathBuf>>,
+) -> Result<Base, String> {
     let mut run_id: Option<String> = None;
     let mut manifest: Option<Manifest> = None;
     let mut windows = Vec::new();
@@ -215,6 +254,20 @@ fn load_base(layout: &Layout, set: &ViewSet, views: &[ViewDef], cut: &Cut) -> Re
     let path = layout.run(&views[0].name, &run_id).join(FOLDERS);
     let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let folders = decode_folders(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some((p, _)) = m
+        .cut
+        .0
+        .iter()
+        .find(|&(p, &c)| c > 0 && !folders.contains_key(p))
+    {
+        return Err(format!(
+            "{}: no fold state of partition {p}",
+            path.display()
+        ));
+    }
+    if let Some(gone) = m.imports.iter().find(|id| !imports.contains_key(*id)) {
+        return Err(format!("import {gone} of run {run_id} is gone"));
+    }
     Ok(Base {
         run_id,
         cut: m.cut,
@@ -322,10 +375,11 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     for v in &views {
         store_views::remove_stale(&layout, &v.name).map_err(store_err)?;
     }
-    let (cut, rolls) = choose_cut(&layout)?;
+    let (mut cut, rolls) = choose_cut(&layout)?;
+    hold_published_cuts(&layout, &views, &rolls, &mut cut)?;
     let imports = layout.complete_imports().map_err(io(&layout.imports()))?;
     let base = if config.incremental {
-        match load_base(&layout, &config.views, &views, &cut) {
+        match load_base(&layout, &config.views, &views, &cut, &imports) {
             Ok(b) => Some(b),
             Err(why) => {
                 tracing::warn!(reason = %why, "no usable previous run: running in full");
@@ -423,13 +477,15 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     }
     let folders_bytes = encode_folders(&folders);
     let import_ids: Vec<String> = imports.keys().cloned().collect();
-    let mut report_views = Vec::new();
+    // Every view is written out before any is published, so a run that
+    // fails publishes nothing.
+    let mut staged_runs = Vec::new();
     for (vi, v) in views.iter().enumerate() {
         let w = &windows[vi];
         let staged = StagedRun::new(&layout, &v.name, &run_id).map_err(store_err)?;
         staged.write_rows(v, w).map_err(store_err)?;
         let fpath = staged.dir().join(FOLDERS);
-        fs::write(&fpath, &folders_bytes).map_err(io(&fpath))?;
+        braid_store::layout::write_atomic(&fpath, &folders_bytes).map_err(io(&fpath))?;
         let (readings, dups) = w.values().fold((0, 0), |(r, d), (_, c)| {
             (r + c.readings, d + c.duplicates_dropped)
         });
@@ -450,10 +506,14 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
             incremental: base.is_some(),
             previous_run: base.as_ref().map(|b| b.run_id.clone()),
         };
+        staged_runs.push((v, staged, manifest));
+    }
+    let mut report_views = Vec::new();
+    for (v, staged, manifest) in staged_runs {
         let path = staged.publish(&manifest).map_err(store_err)?;
         let removed = store_views::prune(&layout, &v.name, config.keep).map_err(store_err)?;
-        tracing::info!(view = %v.name, rows = w.len(), readings, path = %path.display(), pruned = removed.len(), "view published");
-        report_views.push((v.name.clone(), w.len() as u64, readings));
+        tracing::info!(view = %v.name, rows = manifest.rows, readings = manifest.readings, path = %path.display(), pruned = removed.len(), "view published");
+        report_views.push((v.name.clone(), manifest.rows, manifest.readings));
     }
     Ok(RunReport {
         run_id,

@@ -661,7 +661,25 @@ async fn batch_schedule(
         }
         let mut config = braid_batch::recompute::RunConfig::new(data_dir.clone(), views.clone());
         config.incremental = true;
-        match braid_batch::recompute::run(config).await {
+        // A run does blocking file work between its awaits: it gets a runtime
+        // of its own, so HTTP and the speed layer keep theirs.
+        let run = tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    braid_batch::BatchError::Internal(format!("starting the batch runtime: {e}"))
+                })?
+                .block_on(braid_batch::recompute::run(config))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(braid_batch::BatchError::Internal(format!(
+                "the batch run panicked: {e}"
+            )))
+        });
+        match run {
             Ok(r) => {
                 tracing::info!(run = %r.run_id, records = r.records, incremental = r.incremental, "scheduled batch run published")
             }

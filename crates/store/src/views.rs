@@ -288,6 +288,13 @@ impl StagedRun {
     }
 }
 
+/// The hash a manifest records for a view under the settings of `views`:
+/// a run answers for a view only under the same definition.
+pub fn definition_hash(view: &ViewDef, views: &braid_core::ViewSet) -> String {
+    let text = format!("{:016x}|{}", view.hash(), views.settings.dedup_horizon_ms);
+    format!("{:016x}", braid_core::hash::stable_hash(text.as_bytes()))
+}
+
 /// The published run id of `view`, if any.
 pub fn current_run(layout: &Layout, view: &str) -> Result<Option<String>, StoreError> {
     let path = layout.current(view);
