@@ -185,29 +185,9 @@ fn sync_dir(dir: &Path) -> Result<(), BatchError> {
 pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
     let mut next = BTreeMap::new();
     let mut marked = std::collections::BTreeSet::new();
-    let rolls = data_dir.join("archive/rolls");
-    for pdir in read_dir(&rolls)? {
-        let Some(p) = pdir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("partition="))
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        for marker in read_dir(&pdir)? {
-            if marker.extension().is_none_or(|e| e != "roll") {
-                continue;
-            }
-            let Some((_, last)) = marker
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(parse_range)
-            else {
-                continue;
-            };
-            let listed = fs::read_to_string(&marker).map_err(io(&marker))?;
-            for rel in listed.lines().filter(|l| !l.is_empty()) {
+    for (p, rolls) in marked_rolls(data_dir)? {
+        for roll in &rolls {
+            for rel in &roll.files {
                 let path = data_dir.join(rel);
                 let tmp = tmp_of(&path);
                 if !path.exists() && tmp.exists() {
@@ -217,8 +197,9 @@ pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
                 }
                 marked.insert(tmp);
             }
-            let e = next.entry(p).or_insert(0);
-            *e = (*e).max(last + 1);
+        }
+        if let Some(last) = rolls.last() {
+            next.insert(p, last.last + 1);
         }
     }
     remove_unmarked_tmp(&data_dir.join("archive/readings"), &marked)?;
@@ -236,10 +217,9 @@ pub struct Roll {
     pub files: Vec<String>,
 }
 
-/// What a batch run may read, without changing anything: per partition,
-/// the marked rolls in offset order, up to the first one whose files are
-/// not all in place (an archiver is still publishing it).
-pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
+/// Every marked roll, per partition, in offset order, as the markers list
+/// them (whether or not their files are in place yet).
+fn marked_rolls(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
     let mut out = BTreeMap::new();
     for pdir in read_dir(&data_dir.join("archive/rolls"))? {
         let Some(p) = pdir
@@ -271,13 +251,23 @@ pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError
             rolls.push(Roll { first, last, files });
         }
         rolls.sort_by_key(|r| r.first);
+        out.insert(p, rolls);
+    }
+    Ok(out)
+}
+
+/// What a batch run may read, without changing anything: per partition,
+/// the marked rolls in offset order, up to the first one whose files are
+/// not all in place (an archiver is still publishing it).
+pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
+    let mut out = marked_rolls(data_dir)?;
+    for rolls in out.values_mut() {
         if let Some(i) = rolls
             .iter()
             .position(|r| r.files.iter().any(|f| !data_dir.join(f).exists()))
         {
             rolls.truncate(i);
         }
-        out.insert(p, rolls);
     }
     Ok(out)
 }

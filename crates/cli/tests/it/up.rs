@@ -64,6 +64,16 @@ fn stop(mut up: Up) {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn total_readings(http: &reqwest::Client, base: &str) -> u64 {
     let Ok(resp) = http
         .get(format!("{base}/v1/views/device_summary"))
@@ -128,14 +138,7 @@ async fn readings_in_views_out_across_a_restart() {
         .expect("post");
     assert_eq!(r.status(), 204);
     wait_for(&http, &up.base, 201).await;
-    let views: Value = http
-        .get(format!("{}/v1/views", up.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let views: Value = get_json(&http, &format!("{}/v1/views", up.base)).await;
     assert_eq!(views["views"].as_array().map(Vec::len), Some(4));
     stop(up);
 
@@ -175,14 +178,7 @@ async fn readings_in_views_out_across_a_restart() {
     assert!(printed.contains("device_summary: "), "{printed}");
     let up = start(dir.path());
     wait_for(&http, &up.base, 201).await;
-    let v: Value = http
-        .get(format!("{}/v1/views/device_summary", up.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = get_json(&http, &format!("{}/v1/views/device_summary", up.base)).await;
     assert!(v["batch"]["run_id"].is_string(), "{v}");
     let rows = v["rows"].as_array().expect("rows");
     let from_batch: u64 = rows
@@ -196,14 +192,11 @@ async fn readings_in_views_out_across_a_restart() {
         .filter_map(|r| r["duplicates_dropped"].as_u64())
         .sum();
     assert_eq!(dups, 10, "the batch run drops the same retried ten: {v}");
-    let batch_only: Value = http
-        .get(format!("{}/v1/views/device_summary?source=batch", up.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let batch_only: Value = get_json(
+        &http,
+        &format!("{}/v1/views/device_summary?source=batch", up.base),
+    )
+    .await;
     assert_eq!(
         batch_only["rows"].as_array().map(Vec::len),
         Some(rows.len())
@@ -222,14 +215,7 @@ async fn readings_in_views_out_across_a_restart() {
         .expect("post");
     assert_eq!(r.status(), 200);
     wait_for(&http, &up.base, 221).await;
-    let v: Value = http
-        .get(format!("{}/v1/views/device_summary", up.base))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = get_json(&http, &format!("{}/v1/views/device_summary", up.base)).await;
     let rows = v["rows"].as_array().expect("rows");
     let sum = |k: &str| -> u64 { rows.iter().filter_map(|r| r[k].as_u64()).sum() };
     assert_eq!(
