@@ -1,6 +1,8 @@
 //! The query routes (warp): `GET /v1/views`, `GET /v1/views/{view}`,
-//! `GET /v1/status`, `/livez`, `/readyz`. One error type with one status
-//! mapping, one `recover` into JSON errors.
+//! `GET /v1/compare/{view}`, `GET /v1/status`, `GET /metrics`,
+//! `GET /openapi.json`, `/livez`, `/readyz`, and the dashboard at `GET /`.
+//! One error type with one status mapping, one `recover` into JSON errors;
+//! [`observe`] counts every request for `/metrics`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,7 +17,8 @@ use warp::http::StatusCode;
 use warp::reply::Reply;
 
 use crate::Serving;
-use crate::query::{Query, SourceFilter, rows, to_csv, watermark};
+use crate::compare::{compare, to_csv as compare_csv};
+use crate::query::{Query, SourceFilter, rows, to_arrow, to_csv, watermark};
 
 /// Every way a query can fail.
 #[derive(Debug, thiserror::Error)]
@@ -94,34 +97,8 @@ fn view_answer(
     name: &str,
     q: &HashMap<String, String>,
 ) -> Result<warp::reply::Response, ServingError> {
-    let view = s
-        .views
-        .get(name)
-        .ok_or_else(|| ServingError::UnknownView(name.to_string()))?;
-    let source = match q.get("source").map(String::as_str) {
-        None | Some("merged") => SourceFilter::Merged,
-        Some("speed") => SourceFilter::Speed,
-        Some("batch") => SourceFilter::Batch,
-        Some(other) => {
-            return Err(ServingError::BadParameter {
-                name: "source",
-                reason: format!("`{other}` is not batch, speed or merged"),
-            });
-        }
-    };
-    let query = Query {
-        from: time_param(q, "from")?,
-        to: time_param(q, "to")?,
-        device: q.get("device").cloned(),
-        metric: q.get("metric").cloned(),
-        final_only: bool_param(q, "final_only")?,
-        source,
-    };
-    s.batch
-        .refresh(&s.views, view, &s.feed.table)
-        .map_err(|e| {
-            ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
-        })?;
+    let (view, query) = query_of(s, name, q)?;
+    let source = query.source;
     if source == SourceFilter::Batch && s.batch.cached(&view.name).is_none() {
         return Err(ServingError::Contract(match s.batch.stale(&view.name) {
             Some(run) => format!(
@@ -155,10 +132,23 @@ fn view_answer(
             }
         }
     }
-    if q.contains_key("min_completeness") {
-        return Err(ServingError::Contract(
-            "min_completeness is not supported yet: completeness needs the batch layer".into(),
-        ));
+    let min_completeness = match q.get("min_completeness") {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(m) if (0.0..=1.0).contains(&m) => Some(m),
+            _ => {
+                return Err(ServingError::BadParameter {
+                    name: "min_completeness",
+                    reason: format!("`{v}` is not a number from 0 to 1"),
+                });
+            }
+        },
+    };
+    if min_completeness.is_some() && view.expected_devices.is_none() {
+        return Err(ServingError::Contract(format!(
+            "min_completeness: view {} names no expected_devices, so its completeness is unknown",
+            view.name
+        )));
     }
     let (rows, wm, batch) = {
         let table = s
@@ -172,13 +162,23 @@ fn view_answer(
             .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
         (rows, watermark(&table, view), batch)
     };
-    let batch_header = batch.as_ref().map_or(Value::Null, |b| {
-        json!({
-            "run_id": b.manifest.run_id,
-            "finished_ms": b.manifest.finished_ms,
-            "cut": b.manifest.cut.0,
-        })
-    });
+    if let Some(min) = min_completeness {
+        let short: Vec<&crate::query::Row> = rows
+            .iter()
+            .filter(|r| r.completeness.is_some_and(|c| c < min))
+            .collect();
+        if let Some(first) = short.first() {
+            return Err(ServingError::Contract(format!(
+                "min_completeness={min}: {} of {} windows fall short, the first at {} with {} of {} devices reporting",
+                short.len(),
+                rows.len(),
+                first.window_start,
+                first.reporting_devices.unwrap_or(0),
+                first.expected_devices.unwrap_or(0),
+            )));
+        }
+    }
+    let batch_header = batch.as_ref().map_or(Value::Null, |b| batch_json(b));
     match q.get("format").map(String::as_str) {
         None | Some("json") => {
             let body = json!({
@@ -192,6 +192,105 @@ fn view_answer(
         }
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),
+            "content-type",
+            "text/csv; charset=utf-8",
+        )
+        .into_response()),
+        Some("arrow") => {
+            let bytes = to_arrow(view, &rows)
+                .map_err(|e| ServingError::Internal(format!("encoding Arrow: {e}")))?;
+            Ok(warp::reply::with_header(
+                bytes,
+                "content-type",
+                "application/vnd.apache.arrow.stream",
+            )
+            .into_response())
+        }
+        Some(other) => Err(bad_format(other)),
+    }
+}
+
+fn bad_format(other: &str) -> ServingError {
+    ServingError::BadParameter {
+        name: "format",
+        reason: format!("`{other}` is not json, csv or arrow"),
+    }
+}
+
+fn batch_json(b: &braid_store::views::BatchView) -> Value {
+    json!({
+        "run_id": b.manifest.run_id,
+        "finished_ms": b.manifest.finished_ms,
+        "cut": b.manifest.cut.0,
+    })
+}
+
+/// The view and the range, device and metric of a query.
+fn query_of<'a>(
+    s: &'a Serving,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<(&'a braid_core::ViewDef, Query), ServingError> {
+    let view = s
+        .views
+        .get(name)
+        .ok_or_else(|| ServingError::UnknownView(name.to_string()))?;
+    let source = match q.get("source").map(String::as_str) {
+        None | Some("merged") => SourceFilter::Merged,
+        Some("speed") => SourceFilter::Speed,
+        Some("batch") => SourceFilter::Batch,
+        Some(other) => {
+            return Err(ServingError::BadParameter {
+                name: "source",
+                reason: format!("`{other}` is not batch, speed or merged"),
+            });
+        }
+    };
+    let query = Query {
+        from: time_param(q, "from")?,
+        to: time_param(q, "to")?,
+        device: q.get("device").cloned(),
+        metric: q.get("metric").cloned(),
+        final_only: bool_param(q, "final_only")?,
+        source,
+    };
+    s.batch
+        .refresh(&s.views, view, &s.feed.table)
+        .map_err(|e| {
+            ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
+        })?;
+    Ok((view, query))
+}
+
+/// `GET /v1/compare/{view}`: batch against speed per window.
+fn compare_answer(
+    s: &Serving,
+    name: &str,
+    q: &HashMap<String, String>,
+) -> Result<warp::reply::Response, ServingError> {
+    let (view, query) = query_of(s, name, q)?;
+    let (rows, summary, batch) = {
+        let table = s
+            .feed
+            .table
+            .read()
+            .map_err(|_| ServingError::Internal("speed table poisoned".into()))?;
+        let batch = s.batch.cached(&view.name);
+        let retired = s.batch.retired();
+        let (rows, summary) = compare(&table, &retired, batch.as_deref(), view, &query)
+            .map_err(|e| ServingError::Internal(format!("comparing {}: {e}", view.name)))?;
+        (rows, summary, batch)
+    };
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => Ok(warp::reply::json(&json!({
+            "view": view.name,
+            "batch": batch.as_ref().map_or(Value::Null, |b| batch_json(b)),
+            "summary": summary,
+            "rows": rows,
+        }))
+        .into_response()),
+        Some("csv") => Ok(warp::reply::with_header(
+            compare_csv(view, &rows),
             "content-type",
             "text/csv; charset=utf-8",
         )
@@ -241,12 +340,23 @@ fn status(s: &Serving) -> Value {
                         "max_event_ts": ps.progress.and_then(|(_, ts)| ts),
                         "states": ps.states.len(),
                         "sealed_epochs": ps.sealed.len(),
+                        "lag": s.feed.lag(*p),
                     }),
                 )
             })
             .collect(),
         Err(_) => serde_json::Map::new(),
     };
+    let watermarks: serde_json::Map<String, Value> = match &table {
+        Ok(t) => s
+            .views
+            .views
+            .iter()
+            .map(|v| (v.name.clone(), json!(watermark(t, v))))
+            .collect(),
+        Err(_) => serde_json::Map::new(),
+    };
+    drop(table);
     json!({
         "speed": {
             "caught_up": s.feed.caught_up.load(Ordering::Relaxed),
@@ -254,8 +364,11 @@ fn status(s: &Serving) -> Value {
             "messages_ignored": s.feed.ignored.load(Ordering::Relaxed),
             "messages_undecodable": s.feed.undecodable.load(Ordering::Relaxed),
             "partitions": partitions,
+            "watermarks": watermarks,
+            "compare_states_kept": s.batch.retired().len(),
         },
         "batch": batch_status(s),
+        "alerts": { "available": false },
     })
 }
 
@@ -305,7 +418,23 @@ fn batch_status(s: &Serving) -> Value {
 
 /// The query routes, every rejection recovered into a JSON error.
 pub fn routes(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
-    unrecovered(s).recover(recover).unify().boxed()
+    unrecovered(s.clone())
+        .recover(recover)
+        .unify()
+        .with(observe(s))
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// Counts each request by route template and status, with its duration,
+/// for `/metrics`: wrap the whole server's filter with it.
+pub fn observe(
+    s: Arc<Serving>,
+) -> warp::log::Log<impl Fn(warp::log::Info<'_>) + Clone + Send + Sync + 'static> {
+    warp::log::custom(move |info| {
+        s.http
+            .record(info.path(), info.status().as_u16(), info.elapsed());
+    })
 }
 
 /// The query routes with only their own errors recovered, for mounting
@@ -341,7 +470,7 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .map(|| "ok".into_response());
     let readyz = warp::get()
         .and(warp::path!("readyz"))
-        .and(with)
+        .and(with.clone())
         .map(|s: Arc<Serving>| {
             if s.feed.caught_up.load(Ordering::Relaxed) {
                 "ready".into_response()
@@ -353,7 +482,50 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                 .into_response()
             }
         });
+    let compare_route = warp::get()
+        .and(warp::path!("v1" / "compare" / String))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with.clone())
+        .and_then(
+            |name: String, q: HashMap<String, String>, s: Arc<Serving>| async move {
+                compare_answer(&s, &name, &q).map_err(warp::reject::custom)
+            },
+        );
+    let metrics_route = warp::get()
+        .and(warp::path!("metrics"))
+        .and(with.clone())
+        .map(|s: Arc<Serving>| {
+            warp::reply::with_header(
+                crate::metrics::render(&s),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+    let openapi_route = warp::get()
+        .and(warp::path!("openapi.json"))
+        .and(with)
+        .map(|s: Arc<Serving>| warp::reply::json(&s.openapi).into_response());
+    let index = warp::get()
+        .and(warp::path::end())
+        .map(|| warp::reply::html(crate::dashboard::INDEX).into_response());
+    let assets =
+        warp::get()
+            .and(warp::path!("assets" / String))
+            .and_then(|file: String| async move {
+                crate::dashboard::asset(&file).ok_or_else(warp::reject::not_found)
+            });
     list.or(view)
+        .unify()
+        .or(compare_route)
+        .unify()
+        .or(metrics_route)
+        .unify()
+        .or(openapi_route)
+        .unify()
+        .or(index)
+        .unify()
+        .or(assets)
         .unify()
         .or(status_route)
         .unify()
@@ -393,4 +565,29 @@ pub async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infall
         warp::reply::with_status(warp::reply::json(&json!({ "error": msg })), status)
             .into_response(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use braid_testkit::openapi::{doc_paths, route_paths};
+
+    #[test]
+    fn the_openapi_paths_are_the_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(crate::OPENAPI).expect("openapi.json parses");
+        assert_eq!(
+            doc_paths(&doc["paths"]),
+            route_paths(include_str!("api.rs"))
+        );
+    }
+
+    #[test]
+    fn metrics_label_routes_by_template() {
+        use crate::metrics::route_of;
+        assert_eq!(route_of("/v1/views/parking"), "/v1/views/{view}");
+        assert_eq!(route_of("/v1/compare/x"), "/v1/compare/{view}");
+        assert_eq!(route_of("/v1/views/a/b"), "other");
+        assert_eq!(route_of("/anything/else"), "other");
+        assert_eq!(route_of("/metrics"), "/metrics");
+    }
 }

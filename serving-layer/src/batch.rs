@@ -7,7 +7,7 @@
 //! cut are dropped from the speed table: the batch side counts them now.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use braid_core::merge::Cut;
 use braid_core::speedlog::SpeedTable;
@@ -15,12 +15,15 @@ use braid_core::{ViewDef, ViewSet};
 use braid_store::views::{BatchView, current_run, definition_hash, read_run};
 use braid_store::{Layout, StoreError};
 
+use crate::compare::Retired;
+
 /// The published batch views of one data directory.
 #[derive(Debug)]
 pub struct BatchViews {
     layout: Layout,
     cache: RwLock<HashMap<String, Arc<BatchView>>>,
     stale: RwLock<HashMap<String, String>>,
+    retired: Mutex<Retired>,
 }
 
 impl BatchViews {
@@ -30,6 +33,7 @@ impl BatchViews {
             layout,
             cache: RwLock::new(HashMap::new()),
             stale: RwLock::new(HashMap::new()),
+            retired: Mutex::new(Retired::default()),
         }
     }
 
@@ -115,12 +119,22 @@ impl BatchViews {
         out
     }
 
-    /// Drops speed states that every view's batch run now covers.
+    /// The speed states dropped from the table, kept merged per window for
+    /// the comparison.
+    pub fn retired(&self) -> std::sync::MutexGuard<'_, Retired> {
+        self.retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drops speed states that every view's batch run now covers; the
+    /// comparison keeps them merged per window.
     fn drop_covered(&self, views: &ViewSet, table: &RwLock<SpeedTable>) {
         if let Some(cut) = self.common_cut(views)
             && let Ok(mut t) = table.write()
         {
-            t.drop_below(&cut);
+            let dropped = t.drop_below(&cut);
+            self.retired().absorb(dropped);
         }
     }
 }

@@ -27,6 +27,26 @@ pub struct SpeedFeed {
     pub undecodable: AtomicU64,
     /// Epoch ms of the last message read.
     pub last_message_ms: AtomicU64,
+    /// The end offset of each `braid.readings` partition, read every few
+    /// seconds: the speed layer's lag is this less its next offset.
+    pub readings_end: RwLock<std::collections::BTreeMap<i32, i64>>,
+}
+
+impl SpeedFeed {
+    /// Per partition, how many readings the speed layer has not yet folded
+    /// (`None` until both ends are known).
+    pub fn lag(&self, partition: i32) -> Option<i64> {
+        let end = *self.readings_end.read().ok()?.get(&partition)?;
+        let next = self
+            .table
+            .read()
+            .ok()?
+            .partitions()
+            .get(&partition)?
+            .progress?
+            .0;
+        Some((end - next).max(0))
+    }
 }
 
 /// Starts reading `braid.speed` into a new feed on a thread of its own.
@@ -65,11 +85,49 @@ pub fn start(brokers: &str, shutdown: CancellationToken) -> Result<Arc<SpeedFeed
         .map_err(|e| KafkaError::client("assigning braid.speed", e))?;
     let feed = Arc::new(SpeedFeed::default());
     let f = feed.clone();
+    let stop = shutdown.clone();
     std::thread::Builder::new()
         .name("braid-speed-feed".into())
-        .spawn(move || read_loop(consumer, ends, f, shutdown))
+        .spawn(move || read_loop(consumer, ends, f, stop))
         .map_err(|e| KafkaError::Broker(format!("spawning the speed feed: {e}")))?;
+    let ends: BaseConsumer = consumer_config(brokers, "braid-serving")
+        .create()
+        .map_err(|e| KafkaError::client("creating the lag consumer", e))?;
+    let f = feed.clone();
+    std::thread::Builder::new()
+        .name("braid-lag".into())
+        .spawn(move || lag_loop(ends, f, shutdown))
+        .map_err(|e| KafkaError::Broker(format!("spawning the lag reader: {e}")))?;
     Ok(feed)
+}
+
+/// Reads the end offsets of `braid.readings` every two seconds.
+fn lag_loop(consumer: BaseConsumer, feed: Arc<SpeedFeed>, shutdown: CancellationToken) {
+    let timeout = Duration::from_secs(2);
+    while !shutdown.is_cancelled() {
+        let parts: Vec<i32> = consumer
+            .fetch_metadata(Some(Topics::READINGS), timeout)
+            .ok()
+            .and_then(|md| {
+                md.topics()
+                    .first()
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+            })
+            .unwrap_or_default();
+        for p in parts {
+            if let Ok((_, high)) = consumer.fetch_watermarks(Topics::READINGS, p, timeout)
+                && let Ok(mut ends) = feed.readings_end.write()
+            {
+                ends.insert(p, high);
+            }
+        }
+        for _ in 0..20 {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 fn read_loop(

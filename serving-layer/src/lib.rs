@@ -1,22 +1,26 @@
 //! Braid's serving layer: the merge of batch and speed views with
-//! per-window metadata, and the query API.
+//! per-window metadata, the query API, the comparison and the dashboard.
 //!
 //! Each replica reads `braid.speed` from the beginning into a table
 //! ([`feed`]), keeping per key the newest absolute state, by the rules of
-//! `braid_core::speedlog`; it holds no state of its own, so replicas behind a
-//! load balancer answer alike. Queries ([`query`]) merge a view's states per
-//! window and group with the core's `merge_window` and label every row with
-//! its source, state (open, closed, final) and counters. Routes: [`api`].
+//! `braid_core::speedlog`, and reads each view's published batch run
+//! ([`batch`]) when `CURRENT` moves. Queries ([`query`]) answer
+//! `batch(cut) ⊕ speed(epochs at or after cut)` per window and group with
+//! the core's `merge_window`, and label every row with its source, state
+//! (open, closed, final) and counters. [`compare`] sets batch against
+//! speed per window with the reasons they differ. Routes: [`api`];
+//! `/metrics`: [`metrics`]; the page at `/`: [`dashboard`]. A replica holds
+//! no state of its own, so replicas behind a load balancer answer alike.
 //!
 //! It meets the other layers only through Kafka topics and stored views,
-//! never through their code. What it does not do yet: read batch views (the
-//! batch layer is not built), so every row's source is `speed` and no window
-//! is final; the comparison, Arrow output, metrics and the dashboard are not
-//! built either.
+//! never through their code.
 
 pub mod api;
 pub mod batch;
+pub mod compare;
+pub mod dashboard;
 pub mod feed;
+pub mod metrics;
 pub mod query;
 
 use std::net::SocketAddr;
@@ -36,7 +40,13 @@ pub struct ServingConfig {
     pub views: ViewSet,
     /// Where `braid serve` listens alone.
     pub http: SocketAddr,
+    /// OpenAPI `paths` of other routes served beside these (the ingest
+    /// routes in `braid up`), added to `/openapi.json`.
+    pub openapi_extra: Option<serde_json::Value>,
 }
+
+/// The OpenAPI document of the query routes.
+pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// A running replica's shared state.
 pub struct Serving {
@@ -46,6 +56,10 @@ pub struct Serving {
     pub feed: Arc<feed::SpeedFeed>,
     /// The batch side.
     pub batch: batch::BatchViews,
+    /// Requests served, for `/metrics`.
+    pub http: metrics::HttpMetrics,
+    /// The OpenAPI document `/openapi.json` serves.
+    pub openapi: serde_json::Value,
 }
 
 /// Why serving stopped.
@@ -71,10 +85,20 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<Arc<Serving>, ServingRunError> {
     let feed = feed::start(&config.brokers, shutdown)?;
+    let mut openapi: serde_json::Value =
+        serde_json::from_str(OPENAPI).unwrap_or(serde_json::Value::Null);
+    if let (Some(paths), Some(serde_json::Value::Object(extra))) = (
+        openapi.get_mut("paths").and_then(|p| p.as_object_mut()),
+        &config.openapi_extra,
+    ) {
+        paths.extend(extra.clone());
+    }
     Ok(Arc::new(Serving {
         views: config.views.clone(),
         feed,
         batch: batch::BatchViews::new(braid_store::Layout::new(&config.data_dir)),
+        http: metrics::HttpMetrics::default(),
+        openapi,
     }))
 }
 

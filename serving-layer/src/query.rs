@@ -9,6 +9,14 @@
 //! watermark, no `final`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::ipc::writer::StreamWriter;
 
 use braid_core::agg::AggState;
 use braid_core::fold::GroupKey;
@@ -81,6 +89,10 @@ pub struct Row {
     /// Devices the view expects per window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_devices: Option<u64>,
+    /// `reporting_devices / expected_devices`, at most 1, where the view
+    /// expects devices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completeness: Option<f64>,
 }
 
 /// The view's watermark from the speed workers' progress: the smallest
@@ -102,10 +114,22 @@ pub fn rows(
     q: &Query,
 ) -> Result<Vec<Row>, MisalignedCut> {
     let wm = watermark(table, view);
+    let device_pos = view.group_by.iter().position(|g| g == "device_id");
+    // Completeness counts every device of a window, whatever device the
+    // query asks for: the other devices' groups are looked at, not merged.
+    let all_devices = Query {
+        device: None,
+        ..q.clone()
+    };
+    let scan = if view.expected_devices.is_some() && device_pos.is_some() {
+        &all_devices
+    } else {
+        q
+    };
     let in_range = |start: i64, group: &GroupKey| {
         q.from.is_none_or(|f| start >= f)
             && q.to.is_none_or(|t| start < t)
-            && group_matches(view, group, q)
+            && group_matches(view, group, scan)
     };
     let mut parts = if q.source == SourceFilter::Batch {
         BTreeMap::new()
@@ -124,21 +148,31 @@ pub fn rows(
         (SourceFilter::Merged, Some(b)) => b.manifest.cut.clone(),
         _ => Cut::default(),
     };
-    let device_pos = view.group_by.iter().position(|g| g == "device_id");
     let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut merged = Vec::new();
     for ((start, group), spans) in parts {
         let b = batch.and_then(|b| b.windows.get(&(start, group.clone())));
-        let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
-            continue;
+        let wanted = group_matches(view, &group, q);
+        let reports = if wanted {
+            let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
+                continue;
+            };
+            let reports = m.state.count() > 0;
+            merged.push((start, group.clone(), m.state, m.batch, m.speed, m.source));
+            reports
+        } else {
+            let mut reports = b.is_some_and(|(s, _)| s.count() > 0);
+            for (span, s, _) in spans {
+                reports |= span.counts_after(&cut)? && s.count() > 0;
+            }
+            reports
         };
         if let Some(i) = device_pos
-            && m.state.count() > 0
+            && reports
             && let Some(Some(d)) = group.get(i)
         {
             reporting.entry(start).or_default().insert(d.clone());
         }
-        merged.push((start, group, m.state, m.batch, m.speed, m.source));
     }
     Ok(merged
         .into_iter()
@@ -171,7 +205,7 @@ pub fn rows(
         .collect())
 }
 
-fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {
+pub(crate) fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {
     let check = |name: &str, want: &Option<String>| match (
         want,
         view.group_by.iter().position(|g| g == name),
@@ -223,6 +257,13 @@ fn row(
         duplicates_dropped: batch.duplicates_dropped + speed.duplicates_dropped,
         reporting_devices,
         expected_devices: view.expected_devices,
+        completeness: reporting_devices.zip(view.expected_devices).map(|(r, e)| {
+            if e == 0 {
+                1.0
+            } else {
+                (r as f64 / e as f64).min(1.0)
+            }
+        }),
     }
 }
 
@@ -244,22 +285,28 @@ pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
         ]
         .map(String::from),
     );
+    if view.expected_devices.is_some() {
+        header.extend(["reporting_devices", "expected_devices", "completeness"].map(String::from));
+    }
     let mut out = header.join(",");
     out.push('\n');
     for r in rows {
         let v = serde_json::to_value(r).unwrap_or(Value::Null);
-        let cells: Vec<String> = header
-            .iter()
-            .map(|h| match v.get(h) {
-                Some(Value::String(s)) => csv_escape(s),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            })
-            .collect();
+        let cells: Vec<String> = header.iter().map(|h| csv_cell(v.get(h))).collect();
         out.push_str(&cells.join(","));
         out.push('\n');
     }
     out
+}
+
+/// One CSV cell of a JSON value: strings quoted where they must be, null
+/// empty.
+pub(crate) fn csv_cell(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => csv_escape(s),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
 }
 
 fn csv_escape(s: &str) -> String {
@@ -268,4 +315,91 @@ fn csv_escape(s: &str) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// Rows as an Arrow IPC stream: one record batch, times as UTC
+/// millisecond timestamps, `count` and the counters as `UInt64`, the other
+/// aggregates as `Float64`.
+pub fn to_arrow(view: &ViewDef, rows: &[Row]) -> Result<Vec<u8>, ArrowError> {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let mut fields = vec![
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.window_start))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.window_end))
+                .with_timezone("UTC"),
+        ),
+    ];
+    for g in &view.group_by {
+        fields.push(Field::new(g, DataType::Utf8, true));
+        cols.push(Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.fields.get(g).and_then(Value::as_str)),
+        )));
+    }
+    for c in view.columns() {
+        let name = c.name();
+        let values = rows
+            .iter()
+            .map(|r| r.fields.get(name).and_then(Value::as_f64));
+        if c == Column::Count {
+            fields.push(Field::new(name, DataType::UInt64, true));
+            cols.push(Arc::new(UInt64Array::from_iter(
+                values.map(|v| v.map(|v| v as u64)),
+            )));
+        } else {
+            fields.push(Field::new(name, DataType::Float64, true));
+            cols.push(Arc::new(Float64Array::from_iter(values)));
+        }
+    }
+    for (name, get) in [
+        ("source", (|r: &Row| r.source) as fn(&Row) -> &'static str),
+        ("state", |r: &Row| r.state),
+    ] {
+        fields.push(Field::new(name, DataType::Utf8, false));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(get),
+        )));
+    }
+    type Counter = (&'static str, fn(&Row) -> u64);
+    let counters: [Counter; 6] = [
+        ("readings", |r| r.readings),
+        ("readings_batch", |r| r.readings_batch),
+        ("readings_speed", |r| r.readings_speed),
+        ("late_readings", |r| r.late_readings),
+        ("pending_historical", |r| r.pending_historical),
+        ("duplicates_dropped", |r| r.duplicates_dropped),
+    ];
+    for (name, get) in counters {
+        fields.push(Field::new(name, DataType::UInt64, false));
+        cols.push(Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(get),
+        )));
+    }
+    if view.expected_devices.is_some() {
+        fields.push(Field::new("reporting_devices", DataType::UInt64, true));
+        cols.push(Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|r| r.reporting_devices),
+        )));
+        fields.push(Field::new("expected_devices", DataType::UInt64, true));
+        cols.push(Arc::new(UInt64Array::from_iter(
+            rows.iter().map(|r| r.expected_devices),
+        )));
+        fields.push(Field::new("completeness", DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from_iter(
+            rows.iter().map(|r| r.completeness),
+        )));
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    w.write(&batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
 }

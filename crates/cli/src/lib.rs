@@ -7,6 +7,7 @@
 //! their chain.
 
 pub mod args;
+pub mod compare;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,6 +86,38 @@ enum Command {
         views: ViewsArgs,
         #[command(flatten)]
         speed: SpeedArgs,
+    },
+    /// Print batch against speed per window for a view, with the reasons
+    /// they differ, from a running serving layer; or export both side by
+    /// side (json, csv, parquet) for notebooks.
+    Compare {
+        /// The view.
+        view: String,
+        /// The serving layer to ask.
+        #[arg(long, env = "BRAID_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Windows starting at or after (epoch ms or RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Windows starting before (epoch ms or RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this metric.
+        #[arg(long)]
+        metric: Option<String>,
+        /// table (printed), json, csv or parquet.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// The aggregate the table shows (default: the first after count).
+        #[arg(long)]
+        column: Option<String>,
+        /// Write the export here (needed for parquet; json and csv go to
+        /// stdout without it).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Run a serving replica alone: the query API over braid.speed.
     Serve {
@@ -353,6 +386,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             speed,
         } => runtime()?.block_on(speed_alone(kafka, storage, views, speed)),
         Command::Archive { kafka, storage } => runtime()?.block_on(archive_alone(kafka, storage)),
+        Command::Compare {
+            view,
+            server,
+            from,
+            to,
+            device,
+            metric,
+            format,
+            column,
+            output,
+        } => {
+            let params = [
+                ("from", from),
+                ("to", to),
+                ("device", device),
+                ("metric", metric),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
+            runtime()?.block_on(compare::run(compare::CompareArgs {
+                server,
+                view,
+                params,
+                format,
+                column,
+                output,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             kafka,
             storage,
@@ -537,6 +600,7 @@ async fn serve_alone(
             data_dir: storage.data_dir,
             views: set,
             http: http.http,
+            openapi_extra: None,
         },
         shutdown,
     )
@@ -750,14 +814,16 @@ async fn up(
             data_dir: storage.data_dir.clone(),
             views: set.clone(),
             http: http.http,
+            openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),
         },
         shutdown.clone(),
     )?;
     let routes = braid_ingest::gateway::filters::mountable(gateway.clone())
-        .or(braid_serving::api::mountable(serving))
+        .or(braid_serving::api::mountable(serving.clone()))
         .unify()
         .recover(braid_serving::api::recover)
-        .unify();
+        .unify()
+        .with(braid_serving::api::observe(serving));
     let listener = tokio::net::TcpListener::bind(http.http)
         .await
         .with_context(|| format!("binding {}", http.http))?;
@@ -769,7 +835,7 @@ async fn up(
         storage.data_dir.display()
     );
     println!(
-        "braid up: write to http://{addr}/v1/readings or /v1/write, query http://{addr}/v1/views (Ctrl-C stops)"
+        "braid up: dashboard http://{addr}/ ; write to http://{addr}/v1/readings or /v1/write, query http://{addr}/v1/views (Ctrl-C stops)"
     );
     if let Some((scenario, sim)) = simulate {
         println!(

@@ -355,16 +355,23 @@ impl SpeedTable {
     }
 
     /// Drops the states of epochs that end at or before `cut` (a batch run
-    /// now holds them).
-    pub fn drop_below(&mut self, cut: &crate::merge::Cut) {
+    /// now holds them), and hands them back.
+    pub fn drop_below(&mut self, cut: &crate::merge::Cut) -> Vec<(SpeedKey, Published)> {
+        let mut dropped = Vec::new();
         for (&partition, p) in &mut self.partitions {
             let c = cut.offset(partition);
-            let sealed = p.sealed.clone();
-            p.states.retain(|k, _| {
-                sealed.get(&k.epoch_start).is_none_or(|&end| end > c) || k.epoch_start >= c
-            });
+            let covered = |k: &SpeedKey| {
+                k.epoch_start < c && p.sealed.get(&k.epoch_start).is_some_and(|&end| end <= c)
+            };
+            let keys: Vec<SpeedKey> = p.states.keys().filter(|k| covered(k)).cloned().collect();
+            for k in keys {
+                if let Some(v) = p.states.remove(&k) {
+                    dropped.push((k, v));
+                }
+            }
             p.sealed.retain(|_, end| *end > c);
         }
+        dropped
     }
 
     /// Every partition's part.
@@ -578,7 +585,9 @@ mod tests {
             .map(|p| p.counters.readings)
             .sum();
         assert_eq!(total, 20, "offsets 0..20 counted once");
-        t.drop_below(&crate::merge::Cut([(0, 15)].into()));
+        let dropped = t.drop_below(&crate::merge::Cut([(0, 15)].into()));
+        let gone: u64 = dropped.iter().map(|(_, p)| p.counters.readings).sum();
+        assert_eq!(gone, 15, "the dropped states are handed back");
         let left: Vec<i64> = t.partitions()[&0]
             .states
             .keys()

@@ -19,6 +19,10 @@ pub mod filters;
 pub mod handlers;
 pub mod models;
 
+/// The OpenAPI `paths` of the ingest routes, for a server that documents
+/// them beside its own (`braid up`).
+pub const OPENAPI_PATHS: &str = include_str!("gateway/openapi.json");
+
 use braid_core::Limits;
 
 use crate::sink::ReadingSink;

@@ -9,6 +9,7 @@
 pub mod fixtures;
 pub mod logs;
 pub mod model;
+pub mod openapi;
 pub mod random;
 
 use braid_kafka::{BrokerStorage, EmbeddedBroker, ensure_topics};

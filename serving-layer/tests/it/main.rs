@@ -3,4 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+mod compare;
+mod dashboard;
 mod queries;
+mod seam;

@@ -26,7 +26,7 @@ expected_devices = 5
 
 const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
 
-async fn publish(brokers: &str, msgs: &[SpeedMessage]) {
+pub(crate) async fn publish(brokers: &str, msgs: &[SpeedMessage]) {
     let producer: FutureProducer = producer_config(brokers).create().unwrap();
     for m in msgs {
         let payload = m.to_bytes();
@@ -142,6 +142,7 @@ async fn rows_carry_values_and_metadata() {
             data_dir: dir.path().to_path_buf(),
             views: set,
             http: "127.0.0.1:0".parse().unwrap(),
+            openapi_extra: None,
         },
         stop.clone(),
     )

@@ -224,6 +224,56 @@ async fn readings_in_views_out_across_a_restart() {
         "{v}"
     );
     assert!(rows.iter().any(|r| r["source"] == "batch+speed"), "{v}");
+
+    // `braid compare`: the batch run against everything the speed layer
+    // folded, the new readings named as not yet archived.
+    let compare = |format: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args([
+                "compare",
+                "device_summary",
+                "--server",
+                &up.base,
+                "--format",
+                format,
+            ])
+            .args(extra)
+            .output()
+            .expect("braid compare");
+        assert!(out.status.success(), "braid compare: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let c: Value = serde_json::from_str(&compare("json", &[])).expect("json");
+    let rows = c["rows"].as_array().expect("rows");
+    let sum = |k: &str| -> u64 { rows.iter().filter_map(|r| r[k].as_u64()).sum() };
+    assert_eq!(
+        (sum("batch_readings"), sum("speed_readings")),
+        (201, 221),
+        "{c}"
+    );
+    assert_eq!(sum("speed_readings_after_cut"), 20, "{c}");
+    assert!(
+        rows.iter()
+            .filter(|r| r["status"] != "equal")
+            .all(|r| r["reasons"] == json!(["not_yet_archived"])),
+        "only the new readings differ: {c}"
+    );
+    assert!(c["summary"]["equal"].as_u64() > Some(0), "{c}");
+    let printed = compare("table", &[]);
+    assert!(printed.contains("not_yet_archived"), "{printed}");
+    assert!(
+        printed.contains(&format!("{} windows:", rows.len())),
+        "{printed}"
+    );
+    let parquet = dir.path().join("compare.parquet");
+    compare("parquet", &["--output", parquet.to_str().expect("path")]);
+    let file = std::fs::File::open(&parquet).expect("the export");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let n: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(n, rows.len());
     stop(up);
 }
 

@@ -59,3 +59,15 @@ fn unrecovered(gw: Arc<Gateway>) -> BoxedFilter<(warp::reply::Response,)> {
         .and_then(|q, h, body, gw| handlers::line_protocol(q, h, Box::pin(body), gw));
     readings.or(write).unify().boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use braid_testkit::openapi::{doc_paths, route_paths};
+
+    #[test]
+    fn the_openapi_paths_are_the_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::super::OPENAPI_PATHS).expect("openapi.json parses");
+        assert_eq!(doc_paths(&doc), route_paths(include_str!("filters.rs")));
+    }
+}

@@ -1,0 +1,279 @@
+//! `braid compare VIEW`: the serving layer's comparison of batch against
+//! speed (`GET /v1/compare/{view}`), printed per window with a summary, or
+//! exported side by side as JSON, CSV or Parquet for notebooks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use braid_core::time::format_rfc3339;
+use serde_json::Value;
+
+/// What to compare and how to print it.
+#[derive(Debug)]
+pub struct CompareArgs {
+    /// The serving layer, `http://HOST:PORT`.
+    pub server: String,
+    /// The view.
+    pub view: String,
+    /// Query parameters passed on (`from`, `to`, `device`, `metric`).
+    pub params: Vec<(&'static str, String)>,
+    /// `table`, `json`, `csv` or `parquet`.
+    pub format: String,
+    /// The aggregate column the table shows.
+    pub column: Option<String>,
+    /// Where exports go (stdout for json and csv when absent).
+    pub output: Option<PathBuf>,
+}
+
+async fn fetch(args: &CompareArgs, format: &str) -> Result<reqwest::Response> {
+    let url = format!(
+        "{}/v1/compare/{}",
+        args.server.trim_end_matches('/'),
+        args.view
+    );
+    let mut params = args.params.clone();
+    params.push(("format", format.to_string()));
+    let r = reqwest::Client::new()
+        .get(&url)
+        .query(&params)
+        .send()
+        .await
+        .with_context(|| format!("asking {url} (is `braid serve` or `braid up` running?)"))?;
+    if !r.status().is_success() {
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{url}: {status}: {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(r)
+}
+
+/// Runs the comparison.
+pub async fn run(args: CompareArgs) -> Result<()> {
+    match args.format.as_str() {
+        "table" => {
+            let answer: Value = fetch(&args, "json").await?.json().await?;
+            print!("{}", table(&answer, args.column.as_deref()));
+        }
+        "json" | "csv" => {
+            let text = fetch(&args, &args.format).await?.text().await?;
+            write_out(args.output.as_deref(), text.as_bytes())?;
+        }
+        "parquet" => {
+            let Some(out) = &args.output else {
+                bail!("--format parquet needs --output FILE");
+            };
+            let text = fetch(&args, "csv").await?.text().await?;
+            let n = write_parquet(&text, out)?;
+            eprintln!("braid compare: {n} rows written to {}", out.display());
+        }
+        other => bail!("--format {other}: expected table, json, csv or parquet"),
+    }
+    Ok(())
+}
+
+fn write_out(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(bytes).context("writing stdout")
+        }
+    }
+}
+
+/// The printed comparison: one line per window and group, then the summary.
+fn table(answer: &Value, column: Option<&str>) -> String {
+    let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+    let column = column.map(str::to_string).or_else(|| {
+        // The first aggregate after count, else count.
+        let first = rows.first()?.as_object()?;
+        let cols: Vec<&str> = first
+            .keys()
+            .filter_map(|k| k.strip_prefix("batch_"))
+            .filter(|c| !c.contains("readings") && !c.contains("pending") && !c.contains("dup"))
+            .collect();
+        cols.iter()
+            .find(|c| **c != "count")
+            .or(cols.first())
+            .map(|c| c.to_string())
+    });
+    let group_keys: Vec<String> = rows
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.keys()
+                .filter(|k| {
+                    !k.starts_with("batch_")
+                        && !k.starts_with("speed_")
+                        && !k.starts_with("diff_")
+                        && !matches!(
+                            k.as_str(),
+                            "window_start" | "window_end" | "status" | "reasons"
+                        )
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let col = column.clone().unwrap_or_else(|| "count".into());
+    out.push_str(&format!(
+        "{:<24} {:<20} {:<10} {:>9} {:>9} {:>12} {:>12} {:>12}  reasons\n",
+        "window",
+        "group",
+        "status",
+        "n batch",
+        "n speed",
+        format!("{col} batch"),
+        format!("{col} speed"),
+        "difference"
+    ));
+    for r in &rows {
+        let group: Vec<String> = group_keys.iter().map(|k| cell(&r[k])).collect();
+        let reasons: Vec<&str> = r["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "{:<24} {:<20} {:<10} {:>9} {:>9} {:>12} {:>12} {:>12}  {}\n",
+            r["window_start"]
+                .as_i64()
+                .map_or("-".into(), format_rfc3339),
+            group.join(","),
+            cell(&r["status"]),
+            cell(&r["batch_readings"]),
+            cell(&r["speed_readings"]),
+            cell(&r[format!("batch_{col}")]),
+            cell(&r[format!("speed_{col}")]),
+            cell(&r[format!("diff_{col}")]),
+            reasons.join(",")
+        ));
+    }
+    let s = &answer["summary"];
+    out.push_str(&format!(
+        "\n{} windows: {} equal, {} differing, {} only in batch, {} only in speed",
+        cell(&s["windows"]),
+        cell(&s["equal"]),
+        cell(&s["differing"]),
+        cell(&s["only_batch"]),
+        cell(&s["only_speed"]),
+    ));
+    if let Some(reasons) = s["reasons"].as_object().filter(|m| !m.is_empty()) {
+        let r: Vec<String> = reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!("; reasons: {}", r.join(", ")));
+    }
+    out.push('\n');
+    out
+}
+
+/// The comparison's CSV as one Parquet file: times as UTC timestamps,
+/// counters as integers, values as doubles, the rest as strings.
+fn write_parquet(csv_text: &str, path: &Path) -> Result<usize> {
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .context("reading the comparison's header")?
+        .iter()
+        .map(String::from)
+        .collect();
+    let records: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .context("reading the comparison's rows")?;
+    let kind = |name: &str| {
+        if name == "window_start" || name == "window_end" {
+            'T'
+        } else if name.ends_with("readings")
+            || name.ends_with("readings_after_cut")
+            || name.ends_with("pending_historical")
+            || name.ends_with("duplicates_dropped")
+        {
+            'U'
+        } else if name.starts_with("batch_")
+            || name.starts_with("speed_")
+            || name.starts_with("diff_")
+        {
+            'F'
+        } else {
+            'S'
+        }
+    };
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, name) in header.iter().enumerate() {
+        let cells = records.iter().map(|r| r.get(i).filter(|c| !c.is_empty()));
+        let parse_err = |c: &str| anyhow::anyhow!("column {name}: `{c}` is not a number");
+        match kind(name) {
+            'T' => {
+                let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+                for c in cells {
+                    b.append_option(
+                        c.map(|c| c.parse::<i64>().map_err(|_| parse_err(c)))
+                            .transpose()?,
+                    );
+                }
+                fields.push(Field::new(
+                    name,
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                ));
+                cols.push(Arc::new(b.finish()));
+            }
+            'U' => {
+                let mut b = UInt64Builder::new();
+                for c in cells {
+                    b.append_option(
+                        c.map(|c| c.parse::<u64>().map_err(|_| parse_err(c)))
+                            .transpose()?,
+                    );
+                }
+                fields.push(Field::new(name, DataType::UInt64, true));
+                cols.push(Arc::new(b.finish()));
+            }
+            'F' => {
+                let mut b = Float64Builder::new();
+                for c in cells {
+                    b.append_option(
+                        c.map(|c| c.parse::<f64>().map_err(|_| parse_err(c)))
+                            .transpose()?,
+                    );
+                }
+                fields.push(Field::new(name, DataType::Float64, true));
+                cols.push(Arc::new(b.finish()));
+            }
+            _ => {
+                let mut b = StringBuilder::new();
+                for c in cells {
+                    b.append_option(c);
+                }
+                fields.push(Field::new(name, DataType::Utf8, true));
+                cols.push(Arc::new(b.finish()));
+            }
+        }
+    }
+    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
+        .context("building the comparison's columns")?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .context("starting the Parquet file")?;
+    w.write(&batch).context("writing Parquet")?;
+    w.close().context("closing the Parquet file")?;
+    Ok(records.len())
+}
