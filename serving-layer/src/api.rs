@@ -181,13 +181,22 @@ fn view_answer(
     let batch_header = batch.as_ref().map_or(Value::Null, |b| batch_json(b));
     match q.get("format").map(String::as_str) {
         None | Some("json") => {
-            let body = json!({
-                "view": view.name,
-                "watermark": wm,
-                "freshness_ms": freshness,
-                "batch": batch_header,
-                "rows": rows,
-            });
+            // Serialized straight from the rows, not through a JSON tree.
+            #[derive(serde::Serialize)]
+            struct Answer<'a> {
+                view: &'a str,
+                watermark: Option<i64>,
+                freshness_ms: Option<i64>,
+                batch: Value,
+                rows: &'a [crate::query::Row],
+            }
+            let body = Answer {
+                view: &view.name,
+                watermark: wm,
+                freshness_ms: freshness,
+                batch: batch_header,
+                rows: &rows,
+            };
             Ok(warp::reply::json(&body).into_response())
         }
         Some("csv") => Ok(warp::reply::with_header(

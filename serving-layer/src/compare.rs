@@ -29,7 +29,7 @@ use braid_core::{Column, ViewDef};
 use braid_store::views::BatchView;
 use serde_json::{Map, Value, json};
 
-use crate::query::{Query, group_matches};
+use crate::query::{Query, batch_keys, group_matches};
 
 /// How many dropped speed states the comparison keeps before it evicts the
 /// oldest windows' states.
@@ -133,9 +133,9 @@ pub fn compare(
     let cut = batch.map(|b| b.manifest.cut.clone()).unwrap_or_default();
     let mut sides: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
     if let Some(b) = batch {
-        for ((start, group), v) in &b.windows {
-            if in_range(*start, group) {
-                sides.entry((*start, group.clone())).or_default().batch = Some(v);
+        for key in batch_keys(b, q.from, q.to) {
+            if in_range(key.0, &key.1) {
+                sides.entry(key.clone()).or_default().batch = b.windows.get(key);
             }
         }
     }
@@ -161,9 +161,9 @@ pub fn compare(
                 },
             );
     }
-    for ps in table.partitions().values() {
-        for (k, published) in &ps.states {
-            if k.view != view.name || !in_range(k.window_start, &k.group) {
+    {
+        for (k, published) in table.states_in(&view.name, q.from, q.to) {
+            if !in_range(k.window_start, &k.group) {
                 continue;
             }
             let span = table.span_of(k, published);

@@ -131,14 +131,31 @@ pub fn rows(
             && q.to.is_none_or(|t| start < t)
             && group_matches(view, group, scan)
     };
-    let mut parts = if q.source == SourceFilter::Batch {
-        BTreeMap::new()
-    } else {
-        table.windows(&view.name, |k| in_range(k.window_start, &k.group))
+    // One device of a view grouped by device first, when no other device
+    // is needed for completeness: seek to that device's groups.
+    let lead = q
+        .device
+        .as_deref()
+        .filter(|_| device_pos == Some(0) && std::ptr::eq(scan, q));
+    let mut parts = match (q.source, lead) {
+        (SourceFilter::Batch, _) => BTreeMap::new(),
+        (_, Some(d)) => table.group_windows(
+            table
+                .states_led_by(&view.name, q.from, q.to, d)
+                .into_iter()
+                .filter(|(k, _)| in_range(k.window_start, &k.group)),
+        ),
+        (_, None) => table.windows(&view.name, q.from, q.to, |k| {
+            in_range(k.window_start, &k.group)
+        }),
     };
     let batch = batch.filter(|_| q.source != SourceFilter::Speed);
     if let Some(b) = batch {
-        for (start, group) in b.windows.keys() {
+        let keys: Box<dyn Iterator<Item = &(i64, GroupKey)>> = match lead {
+            Some(d) => Box::new(batch_keys_led_by(b, q.from, q.to, d).into_iter()),
+            None => Box::new(batch_keys(b, q.from, q.to)),
+        };
+        for (start, group) in keys {
             if in_range(*start, group) {
                 parts.entry((*start, group.clone())).or_default();
             }
@@ -203,6 +220,51 @@ pub fn rows(
             ))
         })
         .collect())
+}
+
+/// The batch run's windows starting in `[from, to)`, by range.
+pub(crate) fn batch_keys(
+    b: &BatchView,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> impl Iterator<Item = &(i64, GroupKey)> {
+    b.windows
+        .range((from.unwrap_or(i64::MIN), Vec::new())..)
+        .map(|(k, _)| k)
+        .take_while(move |(start, _)| to.is_none_or(|t| *start < t))
+}
+
+/// The batch run's windows starting in `[from, to)` whose group's first
+/// value is `lead`, by a skip scan (see `SpeedTable::states_led_by`).
+pub(crate) fn batch_keys_led_by<'a>(
+    b: &'a BatchView,
+    from: Option<i64>,
+    to: Option<i64>,
+    lead: &str,
+) -> Vec<&'a (i64, GroupKey)> {
+    let seek = |start: i64| (start, vec![Some(lead.to_string())]);
+    let mut out = Vec::new();
+    let mut cursor = seek(from.unwrap_or(i64::MIN));
+    'seek: loop {
+        for (k, _) in b.windows.range(&cursor..) {
+            if to.is_some_and(|t| k.0 >= t) {
+                break 'seek;
+            }
+            match k.1.first().and_then(Option::as_deref).cmp(&Some(lead)) {
+                std::cmp::Ordering::Equal => out.push(k),
+                std::cmp::Ordering::Less => {
+                    cursor = seek(k.0);
+                    continue 'seek;
+                }
+                std::cmp::Ordering::Greater => {
+                    cursor = seek(k.0.saturating_add(1));
+                    continue 'seek;
+                }
+            }
+        }
+        break;
+    }
+    out
 }
 
 pub(crate) fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {

@@ -379,26 +379,102 @@ impl SpeedTable {
         &self.partitions
     }
 
-    /// The states of `view` grouped by (window start, group), each with its
-    /// epoch span, for [`crate::merge::merge_window`]; `keep` filters keys.
+    /// Every partition's states of `view` whose window starts in
+    /// `[from, to)` (`None`: unbounded), found by range, not by scan.
+    pub fn states_in<'a>(
+        &'a self,
+        view: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> impl Iterator<Item = (&'a SpeedKey, &'a Published)> + use<'a> {
+        let lo = SpeedKey {
+            view: view.to_string(),
+            window_start: from.unwrap_or(i64::MIN),
+            group: Vec::new(),
+            partition: i32::MIN,
+            epoch_start: i64::MIN,
+        };
+        self.partitions.values().flat_map(move |ps| {
+            let lo = lo.clone();
+            let view = lo.view.clone();
+            ps.states
+                .range(lo..)
+                .take_while(move |(k, _)| k.view == view && to.is_none_or(|t| k.window_start < t))
+        })
+    }
+
+    /// Like [`SpeedTable::states_in`], only the states whose group's first
+    /// value is `lead` (a device, for views grouped by device first): a
+    /// skip scan that seeks past the other groups of each window, so one
+    /// device's windows cost about a seek each, whatever the fleet's size.
+    pub fn states_led_by<'a>(
+        &'a self,
+        view: &str,
+        from: Option<i64>,
+        to: Option<i64>,
+        lead: &str,
+    ) -> Vec<(&'a SpeedKey, &'a Published)> {
+        let seek = |window_start: i64| SpeedKey {
+            view: view.to_string(),
+            window_start,
+            group: vec![Some(lead.to_string())],
+            partition: i32::MIN,
+            epoch_start: i64::MIN,
+        };
+        let mut out = Vec::new();
+        for ps in self.partitions.values() {
+            let mut cursor = seek(from.unwrap_or(i64::MIN));
+            'seek: loop {
+                for (k, published) in ps.states.range(&cursor..) {
+                    if k.view != view || to.is_some_and(|t| k.window_start >= t) {
+                        break 'seek;
+                    }
+                    let first = k.group.first().and_then(Option::as_deref);
+                    match first.cmp(&Some(lead)) {
+                        std::cmp::Ordering::Equal => out.push((k, published)),
+                        std::cmp::Ordering::Less => {
+                            cursor = seek(k.window_start);
+                            continue 'seek;
+                        }
+                        std::cmp::Ordering::Greater => {
+                            cursor = seek(k.window_start.saturating_add(1));
+                            continue 'seek;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+        out
+    }
+
+    /// The states of `view` with window starts in `[from, to)`, grouped by
+    /// (window start, group), each with its epoch span, for
+    /// [`crate::merge::merge_window`]; `keep` filters keys further.
     pub fn windows(
         &self,
         view: &str,
+        from: Option<i64>,
+        to: Option<i64>,
         keep: impl Fn(&SpeedKey) -> bool,
     ) -> BTreeMap<(i64, GroupKey), Vec<EpochPart<'_>>> {
+        self.group_windows(self.states_in(view, from, to).filter(|(k, _)| keep(k)))
+    }
+
+    /// States grouped by (window start, group), each with its epoch span.
+    pub fn group_windows<'a>(
+        &'a self,
+        states: impl IntoIterator<Item = (&'a SpeedKey, &'a Published)>,
+    ) -> BTreeMap<(i64, GroupKey), Vec<EpochPart<'a>>> {
         let mut out: BTreeMap<(i64, GroupKey), Vec<_>> = BTreeMap::new();
-        for ps in self.partitions.values() {
-            for (k, published) in &ps.states {
-                if k.view == view && keep(k) {
-                    out.entry((k.window_start, k.group.clone()))
-                        .or_default()
-                        .push((
-                            self.span_of(k, published),
-                            &published.state,
-                            &published.counters,
-                        ));
-                }
-            }
+        for (k, published) in states {
+            out.entry((k.window_start, k.group.clone()))
+                .or_default()
+                .push((
+                    self.span_of(k, published),
+                    &published.state,
+                    &published.counters,
+                ));
         }
         out
     }

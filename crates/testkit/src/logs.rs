@@ -136,7 +136,7 @@ pub fn merged_view(
     view: &str,
 ) -> BTreeMap<(i64, GroupKey), (AggState, Counters)> {
     table
-        .windows(view, |_| true)
+        .windows(view, None, None, |_| true)
         .into_iter()
         .filter_map(|(key, parts)| {
             let merged = merge_window(None, parts, &Cut::default()).expect("aligned")?;

@@ -184,10 +184,16 @@ fn expected(view: &ViewDef, set: &ViewSet, records: &[Record], cut: &Cut) -> Ref
 
 /// Checks one answer against the model's windows in the range.
 fn check(view: &ViewDef, model: &RefView, q: &Query, got: &[Row]) -> Result<(), String> {
+    let device_pos = view.group_by.iter().position(|g| g == "device_id");
     let want: Vec<_> = model
         .iter()
-        .filter(|((start, _), _)| {
-            q.from.is_none_or(|f| *start >= f) && q.to.is_none_or(|t| *start < t)
+        .filter(|((start, group), _)| {
+            q.from.is_none_or(|f| *start >= f)
+                && q.to.is_none_or(|t| *start < t)
+                && match (device_pos, &q.device) {
+                    (Some(i), Some(d)) => group[i].as_deref() == Some(d.as_str()),
+                    _ => true,
+                }
         })
         .collect();
     if want.len() != got.len() {
@@ -253,13 +259,20 @@ fn check(view: &ViewDef, model: &RefView, q: &Query, got: &[Row]) -> Result<(), 
     Ok(())
 }
 
-fn range() -> impl Strategy<Value = (usize, Option<i64>, Option<i64>)> {
+/// A view, a range, and maybe one device.
+type Ask = (usize, Option<i64>, Option<i64>, Option<String>);
+
+fn range() -> impl Strategy<Value = Ask> {
     (
         0usize..3,
         prop::option::weighted(0.8, -40_000i64..160_000),
         prop::option::weighted(0.8, 0i64..60_000),
+        prop::option::weighted(0.4, 0u8..5),
     )
-        .prop_map(|(v, from, len)| (v, from, from.zip(len).map(|(f, l)| f + l).or(len)))
+        .prop_map(|(v, from, len, device)| {
+            let to = from.zip(len).map(|(f, l)| f + l).or(len);
+            (v, from, to, device.map(|d| format!("dev{d}")))
+        })
 }
 
 proptest! {
@@ -310,9 +323,9 @@ proptest! {
         publish_run(&layout, &set, &records, &first, "run-1");
         let table = RwLock::new(speed_table(&set, &records, &bounds));
         let batch = BatchViews::new(layout.clone());
-        let ask = |(v, from, to): (usize, Option<i64>, Option<i64>)| -> Result<(), String> {
+        let ask = |(v, from, to, device): Ask| -> Result<(), String> {
             let view = &set.views[v];
-            let q = Query { from, to, ..Query::default() };
+            let q = Query { from, to, device, ..Query::default() };
             batch.refresh(&set, view, &table).map_err(|e| e.to_string())?;
             let t = table.read().unwrap();
             let b = batch.cached(&view.name);
@@ -326,12 +339,12 @@ proptest! {
         };
         let (early, late) = ranges.split_at(ranges.len() / 2);
         for r in early {
-            ask(*r).map_err(TestCaseError::fail)?;
+            ask(r.clone()).map_err(TestCaseError::fail)?;
         }
         let failures: Vec<String> = std::thread::scope(|s| {
             let askers: Vec<_> = late
                 .chunks(late.len().div_ceil(3))
-                .map(|chunk| s.spawn(|| chunk.iter().filter_map(|r| ask(*r).err()).collect::<Vec<_>>()))
+                .map(|chunk| s.spawn(|| chunk.iter().filter_map(|r| ask(r.clone()).err()).collect::<Vec<_>>()))
                 .collect();
             publish_run(&layout, &set, &records, &second, "run-2");
             for v in &set.views {
@@ -343,7 +356,7 @@ proptest! {
         // Every view now answers from the second run, the covered speed
         // states dropped, and still equals the model.
         for r in &ranges {
-            ask(*r).map_err(TestCaseError::fail)?;
+            ask(r.clone()).map_err(TestCaseError::fail)?;
         }
     }
 }

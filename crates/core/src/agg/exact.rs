@@ -443,7 +443,16 @@ pub fn sample_stddev(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> 
     }
     let a = sum.units(); // x 2^-1074
     let b = sumsq.units(); // x 2^-2148
-    let d = BigInt::from(n) * b - &a * &a; // x 2^-2148, >= 0 by Cauchy-Schwarz
+    // Both are mostly trailing zero bits (units of 2^-1074): shift out a
+    // common 2^t from a (2^2t from b) so the arithmetic runs on the
+    // significant bits only. The ratio, and so the rounding, is unchanged.
+    let t = match (a.trailing_zeros(), b.trailing_zeros()) {
+        (Some(ta), Some(tb)) => ta.min(tb / 2),
+        (None, Some(tb)) => tb / 2,
+        _ => 0,
+    };
+    let (a, b) = (a >> t, b >> (2 * t));
+    let d = BigInt::from(n) * b - &a * &a; // x 2^(2t - 2148), >= 0 by Cauchy-Schwarz
     if !d.is_positive() {
         return Some(0.0);
     }
@@ -457,7 +466,7 @@ pub fn sample_stddev(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> 
     let exact_div = (&q * &denom) == scaled;
     let s = q.sqrt();
     let sticky = !exact_div || &s * &s != q;
-    Some(round_scaled(&s, false, -1074 - k as i64, sticky))
+    Some(round_scaled(&s, false, -1074 - k as i64 + t as i64, sticky))
 }
 
 /// Rounds `(mag / den) * 2^exp` to the nearest `f64`.
@@ -465,6 +474,10 @@ fn round_ratio(mag: &BigUint, negative: bool, exp: i64, den: &BigUint) -> f64 {
     if mag.is_zero() {
         return if negative { -0.0 } else { 0.0 };
     }
+    // Trailing zero bits carry nothing: shift them into the exponent.
+    let t = mag.trailing_zeros().unwrap_or(0);
+    let mag = mag >> t;
+    let exp = exp + t as i64;
     let want = 66i64 + den.bits() as i64 - mag.bits() as i64;
     let k = want.max(0) as usize;
     let scaled = mag << k;

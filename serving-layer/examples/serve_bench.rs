@@ -1,0 +1,193 @@
+//! The serving bench's server: a replica over generated data, no Kafka.
+//!
+//! `serve_bench DEVICES` builds a `per_device` view of 1-minute windows for
+//! DEVICES devices: a published batch run holding 18 hours, and speed states
+//! for the 12 hours after its cut, in hourly epochs (the last one open). It
+//! serves the real query routes on one port and, on another, a bare warp
+//! route answering the same bytes as the benchmarked query, then prints
+//! both addresses and the query path and runs until stdin closes.
+//!
+//! The query `scripts/bench serve` asks: one device, one day of windows
+//! across the seam (6 h to 30 h: 720 windows from batch, 720 from speed).
+
+#![allow(clippy::unwrap_used)] // a bench harness: fail loudly
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use braid_core::ViewSet;
+use braid_core::agg::AggState;
+use braid_core::merge::{Counters, Cut, EpochSpan};
+use braid_core::speedlog::{SpeedKey, SpeedMessage};
+use braid_serving::{OPENAPI, Serving, api, batch::BatchViews, feed::SpeedFeed, metrics};
+use braid_store::Layout;
+use braid_store::views::{MANIFEST_FORMAT, Manifest, StagedRun, definition_hash};
+use warp::Filter;
+
+const VIEWS: &str = r#"
+[[views]]
+name = "per_device"
+window = "1m"
+group_by = ["device_id"]
+aggregates = ["count", "mean", "min", "max", "stddev"]
+"#;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const D0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+const READINGS_PER_WINDOW: u64 = 6;
+
+fn state(set: &ViewSet, device: usize, w: i64) -> (AggState, Counters) {
+    let mut s = AggState::new(set.views[0].parts());
+    let hash = braid_core::hash::device_hash(&format!("dev-{device:05}"));
+    for i in 0..READINGS_PER_WINDOW {
+        s.fold(
+            ((w / MIN) % 97) as f64 + i as f64 * 0.25 + device as f64,
+            hash,
+        );
+    }
+    let c = Counters {
+        readings: READINGS_PER_WINDOW,
+        ..Counters::default()
+    };
+    (s, c)
+}
+
+#[tokio::main]
+async fn main() {
+    let devices: usize = std::env::args()
+        .nth(1)
+        .map_or(100, |a| a.parse().expect("DEVICES"));
+    let set = ViewSet::parse(VIEWS).unwrap();
+    let view = &set.views[0];
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let cut_offset = (18 * HOUR / MIN) * devices as i64;
+
+    // The batch run: 18 hours.
+    let mut windows = BTreeMap::new();
+    for w in (D0..D0 + 18 * HOUR).step_by(MIN as usize) {
+        for d in 0..devices {
+            windows.insert((w, vec![Some(format!("dev-{d:05}"))]), state(&set, d, w));
+        }
+    }
+    let staged = StagedRun::new(&layout, &view.name, "bench").unwrap();
+    staged.write_rows(view, &windows).unwrap();
+    staged
+        .publish(&Manifest {
+            format: MANIFEST_FORMAT,
+            view: view.name.clone(),
+            run_id: "bench".into(),
+            started_ms: 0,
+            finished_ms: 0,
+            definition_hash: definition_hash(view, &set),
+            cut: Cut([(0, cut_offset)].into()),
+            archive_files: vec![],
+            imports: vec![],
+            records_read: 0,
+            rows: windows.len() as u64,
+            readings: 0,
+            duplicates_dropped: 0,
+            incremental: false,
+            previous_run: None,
+        })
+        .unwrap();
+    drop(windows);
+
+    // The speed layer: the 12 hours after the cut, one epoch per hour (as
+    // offsets: one record per window and device), the last one open.
+    let feed = Arc::new(SpeedFeed::default());
+    {
+        let mut t = feed.table.write().unwrap();
+        t.apply(SpeedMessage::Restored {
+            partition: 0,
+            restore_id: 1,
+            boundary: 0,
+        });
+        let per_hour = (HOUR / MIN) * devices as i64;
+        for h in 0..12 {
+            let epoch = cut_offset + h * per_hour;
+            for m in 0..HOUR / MIN {
+                let w = D0 + (18 + h) * HOUR + m * MIN;
+                for d in 0..devices {
+                    let (state, counters) = state(&set, d, w);
+                    t.apply(SpeedMessage::State {
+                        key: SpeedKey {
+                            view: view.name.clone(),
+                            window_start: w,
+                            group: vec![Some(format!("dev-{d:05}"))],
+                            partition: 0,
+                            epoch_start: epoch,
+                        },
+                        restore_id: 1,
+                        max_offset: epoch + m * devices as i64 + d as i64,
+                        state,
+                        counters,
+                    });
+                }
+            }
+            if h < 11 {
+                t.apply(SpeedMessage::Sealed {
+                    restore_id: 1,
+                    span: EpochSpan {
+                        partition: 0,
+                        start: epoch,
+                        end: epoch + per_hour,
+                    },
+                });
+            }
+        }
+        t.apply(SpeedMessage::Progress {
+            restore_id: 1,
+            partition: 0,
+            next_offset: cut_offset + 12 * per_hour,
+            max_event_ts: Some(D0 + 30 * HOUR),
+        });
+    }
+    feed.caught_up.store(true, Ordering::Relaxed);
+    let serving = Arc::new(Serving {
+        views: set.clone(),
+        feed,
+        batch: BatchViews::new(layout),
+        http: metrics::HttpMetrics::default(),
+        openapi: serde_json::from_str(OPENAPI).unwrap(),
+    });
+
+    let path = format!(
+        "/v1/views/per_device?device=dev-00007&from={}&to={}",
+        D0 + 6 * HOUR,
+        D0 + 30 * HOUR
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(api::routes(serving)).incoming(listener).run());
+    let body = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(1440));
+    let bare = warp::get()
+        .and(warp::path!("bare"))
+        .map(move || warp::reply::with_header(body.to_vec(), "content-type", "application/json"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bare_addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(bare).incoming(listener).run());
+    println!("query http://{addr}{path}");
+    println!("bare http://{bare_addr}/bare");
+    println!(
+        "ready: {devices} devices, {} batch windows, {} speed states",
+        18 * 60 * devices,
+        12 * 60 * devices
+    );
+    tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+    })
+    .await
+    .unwrap();
+}
