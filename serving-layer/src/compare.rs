@@ -11,8 +11,8 @@
 //!   run's cut, which no batch run has read yet;
 //! - `pending`: historical readings the speed layer left pending, which a
 //!   batch run applies;
-//! - `late`, `duplicate`: the layers counted late readings or dropped
-//!   duplicates differently;
+//! - `late`, `duplicate`: below the cut, the layers counted late readings
+//!   or dropped duplicates differently;
 //! - `imported`: the run includes imported history, which never passes
 //!   through the speed layer;
 //! - `speed_state_not_kept`: the speed states of the window were evicted
@@ -211,9 +211,14 @@ fn compare_row(
 ) -> Map<String, Value> {
     let mut speed: Option<(AggState, Counters)> = None;
     let mut after_cut = 0u64;
+    // What the speed layer counted below the cut: the same records the run
+    // read, so only these counters can explain a difference.
+    let mut before = Counters::default();
     for p in s.speed.values() {
         if p.after_cut {
             after_cut += p.counters.readings;
+        } else {
+            before.add(p.counters);
         }
         match &mut speed {
             Some((st, c)) => {
@@ -245,22 +250,21 @@ fn compare_row(
     let mut reasons: Vec<&'static str> = Vec::new();
     if !same {
         let b = batch.map(|(_, c)| *c).unwrap_or_default();
-        let sp = speed.as_ref().map(|(_, c)| *c).unwrap_or_default();
         if after_cut > 0 {
             reasons.push("not_yet_archived");
         }
-        if sp.pending_historical > 0 {
+        if before.pending_historical > 0 {
             reasons.push("pending");
         }
-        if batch.is_some() && b.late_readings != sp.late_readings {
+        if batch.is_some() && b.late_readings != before.late_readings {
             reasons.push("late");
         }
-        if batch.is_some() && b.duplicates_dropped != sp.duplicates_dropped {
+        if batch.is_some() && b.duplicates_dropped != before.duplicates_dropped {
             reasons.push("duplicate");
         }
         // More batch readings than the speed layer saw below the cut and
         // left pending: only imports reach a run without the log.
-        if imported && b.readings > sp.readings.saturating_sub(after_cut) + sp.pending_historical {
+        if imported && b.readings > before.readings + before.pending_historical {
             reasons.push("imported");
         }
         if evicted.is_some_and(|e| start <= e) {

@@ -70,6 +70,12 @@ pub struct IngestArgs {
     /// Accept unauthenticated writes on an address beyond loopback.
     #[arg(long, env = "BRAID_INSECURE")]
     pub insecure: bool,
+
+    /// Ingest tokens (TOML, secrets stored hashed; `braid token new` adds
+    /// one): writes then need `Authorization: Bearer <token>` and may only
+    /// name the token's devices.
+    #[arg(long, env = "BRAID_TOKENS")]
+    pub tokens: Option<std::path::PathBuf>,
 }
 
 fn parse_duration_ms(s: &str) -> Result<i64, String> {
@@ -77,9 +83,18 @@ fn parse_duration_ms(s: &str) -> Result<i64, String> {
 }
 
 impl IngestArgs {
-    /// The ingest configuration for `brokers` and `http`.
-    pub fn config(&self, brokers: String, http: SocketAddr) -> braid_ingest::IngestConfig {
-        braid_ingest::IngestConfig {
+    /// The ingest configuration for `brokers` and `http`, with the tokens
+    /// file read.
+    pub fn config(
+        &self,
+        brokers: String,
+        http: SocketAddr,
+    ) -> Result<braid_ingest::IngestConfig, braid_ingest::auth::TokensError> {
+        let tokens = match &self.tokens {
+            Some(path) => Some(std::sync::Arc::new(braid_ingest::auth::Tokens::load(path)?)),
+            None => None,
+        };
+        Ok(braid_ingest::IngestConfig {
             brokers,
             http,
             gateway: braid_ingest::GatewayConfig {
@@ -88,10 +103,11 @@ impl IngestArgs {
                 limits: braid_core::Limits {
                     max_future_ms: self.max_future,
                 },
+                tokens,
             },
             ack_timeout: std::time::Duration::from_millis(self.ack_timeout.max(1) as u64),
             insecure: self.insecure,
-        }
+        })
     }
 }
 

@@ -119,6 +119,11 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Manage ingest tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Run a serving replica alone: the query API over braid.speed.
     Serve {
         #[command(flatten)]
@@ -386,6 +391,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             speed,
         } => runtime()?.block_on(speed_alone(kafka, storage, views, speed)),
         Command::Archive { kafka, storage } => runtime()?.block_on(archive_alone(kafka, storage)),
+        Command::Token {
+            command:
+                TokenCommand::New {
+                    tokens,
+                    name,
+                    devices,
+                    rate,
+                },
+        } => {
+            let secret = braid_ingest::auth::add_token(&tokens, &name, devices, rate)?;
+            eprintln!(
+                "braid token: `{name}` added to {}; its secret, shown only now:",
+                tokens.display()
+            );
+            println!("{secret}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Compare {
             view,
             server,
@@ -423,6 +445,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             http,
         } => runtime()?.block_on(serve_alone(kafka, storage, views, http)),
     }
+}
+
+/// `braid token`.
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Add a token to a tokens file (created if absent) and print its
+    /// secret, which is shown only this once and stored hashed.
+    New {
+        /// The tokens file.
+        #[arg(long, env = "BRAID_TOKENS")]
+        tokens: PathBuf,
+        /// A name for the token (unique in the file).
+        #[arg(long)]
+        name: String,
+        /// A device it may write: an id, or a prefix ending in `*`
+        /// (repeatable; `*` alone for every device).
+        #[arg(long = "device", required = true)]
+        devices: Vec<String>,
+        /// Readings per second it may write (429 beyond).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -536,7 +580,7 @@ async fn ingest_alone(kafka: KafkaArgs, http: HttpArgs, ingest: IngestArgs) -> R
         "braid ingest: writing to {brokers}, listening on http://{}",
         http.http
     );
-    braid_ingest::run(ingest.config(brokers, http.http), shutdown).await?;
+    braid_ingest::run(ingest.config(brokers, http.http)?, shutdown).await?;
     println!("braid ingest: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -785,7 +829,12 @@ async fn up(
     use warp::Filter;
 
     let set = load_views(&views.views)?;
-    braid_ingest::check_exposure(http.http, ingest.insecure)?;
+    let ingest_config = ingest.config(String::new(), http.http)?;
+    braid_ingest::check_exposure(
+        http.http,
+        ingest.insecure,
+        ingest_config.gateway.tokens.is_some(),
+    )?;
     let shutdown = shutdown_on_signal();
     let (brokers, embedded) = match &kafka.brokers {
         Some(b) => {
@@ -807,7 +856,11 @@ async fn up(
         braid_batch::ArchiveConfig::new(brokers.clone(), storage.data_dir.clone()),
         shutdown.clone(),
     ));
-    let gateway = braid_ingest::gateway(&ingest.config(brokers.clone(), http.http)).await?;
+    let gateway = braid_ingest::gateway(&braid_ingest::IngestConfig {
+        brokers: brokers.clone(),
+        ..ingest_config
+    })
+    .await?;
     let serving = braid_serving::start(
         &braid_serving::ServingConfig {
             brokers: brokers.clone(),

@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub max_inflated_bytes: usize,
     /// Validation limits (how far ahead of the clock a reading may be).
     pub limits: Limits,
+    /// The tokens writes need (`None`: no token needed; only allowed on
+    /// loopback or with `--insecure`).
+    pub tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +47,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 1 << 20,
             max_inflated_bytes: 16 << 20,
             limits: Limits::default(),
+            tokens: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! archive or read anything back. It validates with the core's rules and
 //! hands the readings to Kafka.
 
+pub mod auth;
 pub mod decode;
 pub mod gateway;
 pub mod line_protocol;
@@ -55,14 +56,19 @@ pub enum IngestRunError {
     },
     /// Listening beyond loopback without tokens was not allowed.
     #[error(
-        "refusing to accept unauthenticated writes on {0}: ingest tokens are not built yet, so listen on loopback or pass --insecure"
+        "refusing to accept unauthenticated writes on {0}: give --tokens FILE (make one with `braid token new`), listen on loopback, or pass --insecure"
     )]
     Insecure(SocketAddr),
 }
 
-/// Checks that `addr` may be served without tokens.
-pub fn check_exposure(addr: SocketAddr, insecure: bool) -> Result<(), IngestRunError> {
-    if addr.ip().is_loopback() || insecure {
+/// Checks that `addr` may be served: beyond loopback only with tokens, or
+/// when told `insecure`.
+pub fn check_exposure(
+    addr: SocketAddr,
+    insecure: bool,
+    tokens: bool,
+) -> Result<(), IngestRunError> {
+    if addr.ip().is_loopback() || insecure || tokens {
         Ok(())
     } else {
         Err(IngestRunError::Insecure(addr))
@@ -82,7 +88,11 @@ pub async fn gateway(config: &IngestConfig) -> Result<Arc<Gateway>, IngestRunErr
 /// Serves the ingest routes alone until `shutdown` is cancelled, then
 /// flushes the producer.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), IngestRunError> {
-    check_exposure(config.http, config.insecure)?;
+    check_exposure(
+        config.http,
+        config.insecure,
+        config.gateway.tokens.is_some(),
+    )?;
     let gw = gateway(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await

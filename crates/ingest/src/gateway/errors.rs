@@ -7,6 +7,7 @@ use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::Reply;
 
+use crate::auth::AuthError;
 use crate::decode::Rejected;
 
 /// Every way a write can fail, each with one HTTP status.
@@ -39,6 +40,9 @@ pub enum IngestError {
     /// Kafka could not acknowledge in time: nothing is acknowledged, retry.
     #[error("readings not acknowledged by Kafka, retry later: {0}")]
     Unavailable(String),
+    /// No token, an unknown one, a device out of scope, or over the rate.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl warp::reject::Reject for IngestError {}
@@ -51,6 +55,9 @@ impl IngestError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
+            Self::Auth(AuthError::OutOfScope { .. }) => StatusCode::FORBIDDEN,
+            Self::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -76,11 +83,27 @@ pub fn error_reply(e: &IngestError) -> warp::reply::Response {
         record,
     };
     let mut resp = warp::reply::with_status(warp::reply::json(&body), e.status()).into_response();
-    if matches!(e, IngestError::Unavailable(_)) {
-        resp.headers_mut().insert(
-            warp::http::header::RETRY_AFTER,
-            warp::http::HeaderValue::from(RETRY_AFTER_SECS),
-        );
+    let headers = resp.headers_mut();
+    match e {
+        IngestError::Unavailable(_) => {
+            headers.insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(RETRY_AFTER_SECS),
+            );
+        }
+        IngestError::Auth(AuthError::RateLimited { retry_after, .. }) => {
+            headers.insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(*retry_after),
+            );
+        }
+        IngestError::Auth(AuthError::Missing | AuthError::Unknown) => {
+            headers.insert(
+                warp::http::header::WWW_AUTHENTICATE,
+                warp::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        _ => {}
     }
     resp
 }

@@ -13,11 +13,13 @@ fn body_headers() -> impl Filter<Extract = (BodyHeaders,), Error = warp::Rejecti
     warp::header::optional::<String>("content-type")
         .and(warp::header::optional::<String>("content-encoding"))
         .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::optional::<String>("authorization"))
         .map(
-            |content_type, content_encoding, content_length| BodyHeaders {
+            |content_type, content_encoding, content_length, authorization| BodyHeaders {
                 content_type,
                 content_encoding,
                 content_length,
+                authorization,
             },
         )
 }

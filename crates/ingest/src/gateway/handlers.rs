@@ -24,6 +24,20 @@ pub struct BodyHeaders {
     pub content_encoding: Option<String>,
     /// `Content-Length`.
     pub content_length: Option<u64>,
+    /// `Authorization`.
+    pub authorization: Option<String>,
+}
+
+/// The token a request writes with, when the gateway has tokens: checked
+/// before the body is read.
+fn authorize(headers: &BodyHeaders, gw: &Gateway) -> Result<Option<usize>, warp::Rejection> {
+    match &gw.config.tokens {
+        None => Ok(None),
+        Some(tokens) => tokens
+            .authenticate(headers.authorization.as_deref())
+            .map(Some)
+            .map_err(|e| warp::reject::custom(IngestError::Auth(e))),
+    }
 }
 
 /// `POST /v1/readings`.
@@ -33,9 +47,10 @@ pub async fn readings(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     gw: Arc<Gateway>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
+    let token = authorize(&headers, &gw)?;
     let format = json_format(headers.content_type.as_deref())?;
     let body = read_body(body, &headers, &gw).await?;
-    write(format, &body, query.accept_partial, false, &gw)
+    write(format, &body, query.accept_partial, false, token, &gw)
         .await
         .map_err(warp::reject::custom)
 }
@@ -47,6 +62,7 @@ pub async fn line_protocol(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     gw: Arc<Gateway>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
+    let token = authorize(&headers, &gw)?;
     let precision = match query.precision.as_deref() {
         None | Some("") => Precision::default(),
         Some(p) => Precision::parse(p).ok_or_else(|| {
@@ -61,6 +77,7 @@ pub async fn line_protocol(
         &body,
         query.accept_partial,
         true,
+        token,
         &gw,
     )
     .await
@@ -152,6 +169,7 @@ async fn write(
     body: &[u8],
     accept_partial: bool,
     no_content_on_success: bool,
+    token: Option<usize>,
     gw: &Gateway,
 ) -> Result<warp::reply::Response, IngestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -170,6 +188,12 @@ async fn write(
             .next()
             .ok_or_else(|| IngestError::BadBody("refused".into()))?;
         return Err(IngestError::Rejected { first, count });
+    }
+    if let (Some(t), Some(tokens)) = (token, &gw.config.tokens) {
+        tokens
+            .check_scope(t, decoded.readings.iter().map(|r| r.device_id.as_str()))
+            .and_then(|()| tokens.take(t, decoded.readings.len(), std::time::Instant::now()))
+            .map_err(IngestError::Auth)?;
     }
     if !decoded.readings.is_empty() {
         gw.sink

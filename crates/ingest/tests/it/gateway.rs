@@ -282,6 +282,7 @@ async fn oversized_bodies_get_413() {
         max_body_bytes: 10_000,
         max_inflated_bytes: 50_000,
         limits: Limits::default(),
+        tokens: None,
     };
     let server = serve(&broker.brokers(), config, Duration::from_secs(5)).await;
     let http = reqwest::Client::new();
@@ -379,4 +380,74 @@ async fn a_stopped_broker_gives_503_and_writes_resume_after() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scope_and_rate_writes() {
+    use braid_ingest::auth::{Tokens, hash_secret};
+    init_tracing();
+    let broker = memory_broker().await;
+    let tokens = Tokens::parse(&format!(
+        "[[tokens]]\nname = \"lots\"\nsha256 = \"{}\"\ndevices = [\"lot-*\"]\nrate = 2\n",
+        hash_secret("secret-1")
+    ))
+    .expect("tokens");
+    let config = GatewayConfig {
+        tokens: Some(Arc::new(tokens)),
+        ..GatewayConfig::default()
+    };
+    let server = serve(&broker.brokers(), config, Duration::from_secs(5)).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/readings", server.url);
+    let body = |devices: &[&str]| {
+        let rs: Vec<serde_json::Value> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| serde_json::json!({"device_id": d, "metric": "occupancy", "ts": NOW - 1000, "value": 1, "seq": i}))
+            .collect();
+        serde_json::to_vec(&rs).expect("json")
+    };
+    let post = |token: Option<&str>, devices: &[&str]| {
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body(devices));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = post(None, &["lot-1"]).await.expect("post");
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        post(Some("wrong"), &["lot-1"])
+            .await
+            .expect("post")
+            .status(),
+        401
+    );
+    let r = post(Some("secret-1"), &["lot-1", "meter-9"])
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("may not write device `meter-9`"), "{text}");
+    let r = post(Some("secret-1"), &["lot-1", "lot-2", "lot-3"])
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = post(Some("secret-1"), &["lot-4", "lot-5"])
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // Only the three in-scope readings of the accepted request were written.
+    let got = topic_contents(&broker.brokers(), "tokens-check", 3).await;
+    let devices: std::collections::BTreeSet<String> =
+        got.iter().map(|(r, _)| r.device_id.clone()).collect();
+    assert_eq!(
+        devices,
+        ["lot-1", "lot-2", "lot-3"].map(String::from).into()
+    );
 }
