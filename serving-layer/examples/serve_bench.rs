@@ -23,7 +23,7 @@ use braid_core::merge::{Counters, Cut, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
 use braid_serving::{OPENAPI, Serving, api, batch::BatchViews, feed::SpeedFeed, metrics};
 use braid_store::Layout;
-use braid_store::views::{MANIFEST_FORMAT, Manifest, StagedRun, definition_hash};
+use braid_store::views::{Manifest, StagedRun};
 use warp::Filter;
 
 const VIEWS: &str = r#"
@@ -76,23 +76,13 @@ async fn main() {
     let staged = StagedRun::new(&layout, &view.name, "bench").unwrap();
     staged.write_rows(view, &windows).unwrap();
     staged
-        .publish(&Manifest {
-            format: MANIFEST_FORMAT,
-            view: view.name.clone(),
-            run_id: "bench".into(),
-            started_ms: 0,
-            finished_ms: 0,
-            definition_hash: definition_hash(view, &set),
-            cut: Cut([(0, cut_offset)].into()),
-            archive_files: vec![],
-            imports: vec![],
-            records_read: 0,
-            rows: windows.len() as u64,
-            readings: 0,
-            duplicates_dropped: 0,
-            incremental: false,
-            previous_run: None,
-        })
+        .publish(&Manifest::new(
+            view,
+            &set,
+            "bench",
+            Cut([(0, cut_offset)].into()),
+            &windows,
+        ))
         .unwrap();
     drop(windows);
 

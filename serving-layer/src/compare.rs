@@ -161,30 +161,28 @@ pub fn compare(
                 },
             );
     }
-    {
-        for (k, published) in table.states_in(&view.name, q.from, q.to) {
-            if !in_range(k.window_start, &k.group) {
-                continue;
-            }
-            let span = table.span_of(k, published);
-            let after_cut = span.counts_after(&cut)?;
-            let entry = sides.entry((k.window_start, k.group.clone())).or_default();
-            let key = (k.partition, k.epoch_start);
-            if entry
-                .speed
-                .get(&key)
-                .is_none_or(|old| old.max_offset < published.max_offset)
-            {
-                entry.speed.insert(
-                    key,
-                    Part {
-                        max_offset: published.max_offset,
-                        state: &published.state,
-                        counters: &published.counters,
-                        after_cut,
-                    },
-                );
-            }
+    for (k, published) in table.states_in(&view.name, q.from, q.to) {
+        if !in_range(k.window_start, &k.group) {
+            continue;
+        }
+        let span = table.span_of(k, published);
+        let after_cut = span.counts_after(&cut)?;
+        let entry = sides.entry((k.window_start, k.group.clone())).or_default();
+        let key = (k.partition, k.epoch_start);
+        if entry
+            .speed
+            .get(&key)
+            .is_none_or(|old| old.max_offset < published.max_offset)
+        {
+            entry.speed.insert(
+                key,
+                Part {
+                    max_offset: published.max_offset,
+                    state: &published.state,
+                    counters: &published.counters,
+                    after_cut,
+                },
+            );
         }
     }
     let imported = batch.is_some_and(|b| !b.manifest.imports.is_empty());
@@ -383,23 +381,5 @@ pub fn header(view: &ViewDef) -> Vec<String> {
 
 /// The comparison's rows as CSV, reasons joined by `;`.
 pub fn to_csv(view: &ViewDef, rows: &[Map<String, Value>]) -> String {
-    let header = header(view);
-    let mut out = header.join(",");
-    out.push('\n');
-    for r in rows {
-        let cells: Vec<String> = header
-            .iter()
-            .map(|h| match r.get(h) {
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(";"),
-                other => crate::query::csv_cell(other),
-            })
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
-    }
-    out
+    crate::query::csv_table(&header(view), rows.iter().cloned().map(Value::Object))
 }

@@ -121,11 +121,8 @@ pub fn rows(
         device: None,
         ..q.clone()
     };
-    let scan = if view.expected_devices.is_some() && device_pos.is_some() {
-        &all_devices
-    } else {
-        q
-    };
+    let every_device = view.expected_devices.is_some() && device_pos.is_some();
+    let scan = if every_device { &all_devices } else { q };
     let in_range = |start: i64, group: &GroupKey| {
         q.from.is_none_or(|f| start >= f)
             && q.to.is_none_or(|t| start < t)
@@ -136,7 +133,7 @@ pub fn rows(
     let lead = q
         .device
         .as_deref()
-        .filter(|_| device_pos == Some(0) && std::ptr::eq(scan, q));
+        .filter(|_| device_pos == Some(0) && !every_device);
     let mut parts = match (q.source, lead) {
         (SourceFilter::Batch, _) => BTreeMap::new(),
         (_, Some(d)) => table.group_windows(
@@ -350,10 +347,19 @@ pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
     if view.expected_devices.is_some() {
         header.extend(["reporting_devices", "expected_devices", "completeness"].map(String::from));
     }
+    csv_table(
+        &header,
+        rows.iter()
+            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
+    )
+}
+
+/// A CSV table: `header`, then one line per JSON object, each cell the
+/// object's field of that name.
+pub(crate) fn csv_table(header: &[String], rows: impl IntoIterator<Item = Value>) -> String {
     let mut out = header.join(",");
     out.push('\n');
-    for r in rows {
-        let v = serde_json::to_value(r).unwrap_or(Value::Null);
+    for v in rows {
         let cells: Vec<String> = header.iter().map(|h| csv_cell(v.get(h))).collect();
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -362,10 +368,16 @@ pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
 }
 
 /// One CSV cell of a JSON value: strings quoted where they must be, null
-/// empty.
-pub(crate) fn csv_cell(v: Option<&Value>) -> String {
+/// empty, lists of strings joined by `;`.
+fn csv_cell(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => csv_escape(s),
+        Some(Value::Array(a)) => csv_escape(
+            &a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(";"),
+        ),
         Some(Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     }

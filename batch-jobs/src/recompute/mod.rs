@@ -486,25 +486,15 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
         staged.write_rows(v, w).map_err(store_err)?;
         let fpath = staged.dir().join(FOLDERS);
         braid_store::layout::write_atomic(&fpath, &folders_bytes).map_err(io(&fpath))?;
-        let (readings, dups) = w.values().fold((0, 0), |(r, d), (_, c)| {
-            (r + c.readings, d + c.duplicates_dropped)
-        });
         let manifest = Manifest {
-            format: store_views::MANIFEST_FORMAT,
-            view: v.name.clone(),
-            run_id: run_id.clone(),
             started_ms,
             finished_ms: now_ms(),
-            definition_hash: definition_hash(v, &config.views),
-            cut: cut.clone(),
             archive_files: archive_files.clone(),
             imports: import_ids.clone(),
             records_read: records,
-            rows: w.len() as u64,
-            readings,
-            duplicates_dropped: dups,
             incremental: base.is_some(),
             previous_run: base.as_ref().map(|b| b.run_id.clone()),
+            ..Manifest::new(v, &config.views, &run_id, cut.clone(), w)
         };
         staged_runs.push((v, staged, manifest));
     }

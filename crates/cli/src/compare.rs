@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{
-    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-    UInt64Builder,
+use arrow::array::{Array, ArrayRef, PrimitiveArray, RecordBatch, StringArray};
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Field, Float64Type, Schema, TimestampMillisecondType, UInt64Type,
 };
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use braid_core::time::format_rfc3339;
 use serde_json::Value;
 
@@ -196,76 +195,40 @@ fn write_parquet(csv_text: &str, path: &Path) -> Result<usize> {
         .records()
         .collect::<Result<_, _>>()
         .context("reading the comparison's rows")?;
-    let kind = |name: &str| {
-        if name == "window_start" || name == "window_end" {
-            'T'
-        } else if name.ends_with("readings")
-            || name.ends_with("readings_after_cut")
-            || name.ends_with("pending_historical")
-            || name.ends_with("duplicates_dropped")
-        {
-            'U'
-        } else if name.starts_with("batch_")
-            || name.starts_with("speed_")
-            || name.starts_with("diff_")
-        {
-            'F'
-        } else {
-            'S'
-        }
-    };
     let mut fields = Vec::new();
     let mut cols: Vec<ArrayRef> = Vec::new();
     for (i, name) in header.iter().enumerate() {
-        let cells = records.iter().map(|r| r.get(i).filter(|c| !c.is_empty()));
-        let parse_err = |c: &str| anyhow::anyhow!("column {name}: `{c}` is not a number");
-        match kind(name) {
-            'T' => {
-                let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
-                for c in cells {
-                    b.append_option(
-                        c.map(|c| c.parse::<i64>().map_err(|_| parse_err(c)))
-                            .transpose()?,
-                    );
-                }
-                fields.push(Field::new(
-                    name,
-                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                    false,
-                ));
-                cols.push(Arc::new(b.finish()));
-            }
-            'U' => {
-                let mut b = UInt64Builder::new();
-                for c in cells {
-                    b.append_option(
-                        c.map(|c| c.parse::<u64>().map_err(|_| parse_err(c)))
-                            .transpose()?,
-                    );
-                }
-                fields.push(Field::new(name, DataType::UInt64, true));
-                cols.push(Arc::new(b.finish()));
-            }
-            'F' => {
-                let mut b = Float64Builder::new();
-                for c in cells {
-                    b.append_option(
-                        c.map(|c| c.parse::<f64>().map_err(|_| parse_err(c)))
-                            .transpose()?,
-                    );
-                }
-                fields.push(Field::new(name, DataType::Float64, true));
-                cols.push(Arc::new(b.finish()));
-            }
-            _ => {
-                let mut b = StringBuilder::new();
-                for c in cells {
-                    b.append_option(c);
-                }
-                fields.push(Field::new(name, DataType::Utf8, true));
-                cols.push(Arc::new(b.finish()));
-            }
-        }
+        let cells = || {
+            records
+                .iter()
+                .map(move |r| r.get(i).filter(|c| !c.is_empty()))
+        };
+        let (kind, nullable, col): (DataType, bool, ArrayRef) =
+            if name == "window_start" || name == "window_end" {
+                let a = numbers::<TimestampMillisecondType>(name, cells())?.with_timezone("UTC");
+                (a.data_type().clone(), false, Arc::new(a))
+            } else if name.ends_with("readings")
+                || name.ends_with("readings_after_cut")
+                || name.ends_with("pending_historical")
+                || name.ends_with("duplicates_dropped")
+            {
+                let a = numbers::<UInt64Type>(name, cells())?;
+                (DataType::UInt64, true, Arc::new(a))
+            } else if name.starts_with("batch_")
+                || name.starts_with("speed_")
+                || name.starts_with("diff_")
+            {
+                let a = numbers::<Float64Type>(name, cells())?;
+                (DataType::Float64, true, Arc::new(a))
+            } else {
+                (
+                    DataType::Utf8,
+                    true,
+                    Arc::new(StringArray::from_iter(cells())),
+                )
+            };
+        fields.push(Field::new(name, kind, nullable));
+        cols.push(col);
     }
     let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)
         .context("building the comparison's columns")?;
@@ -276,4 +239,25 @@ fn write_parquet(csv_text: &str, path: &Path) -> Result<usize> {
     w.write(&batch).context("writing Parquet")?;
     w.close().context("closing the Parquet file")?;
     Ok(records.len())
+}
+
+/// A column of numbers from CSV cells (`None`: empty), naming the column
+/// and the cell that does not parse.
+fn numbers<'a, T>(
+    name: &str,
+    cells: impl Iterator<Item = Option<&'a str>>,
+) -> Result<PrimitiveArray<T>>
+where
+    T: ArrowPrimitiveType,
+    T::Native: std::str::FromStr,
+{
+    cells
+        .map(|c| {
+            c.map(|c| {
+                c.parse::<T::Native>()
+                    .map_err(|_| anyhow::anyhow!("column {name}: `{c}` is not a number"))
+            })
+            .transpose()
+        })
+        .collect()
 }

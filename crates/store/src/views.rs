@@ -114,6 +114,40 @@ pub struct Manifest {
     pub previous_run: Option<String>,
 }
 
+impl Manifest {
+    /// The manifest of run `run_id` of `view` holding `windows`, cut at
+    /// `cut`: rows, readings and duplicates counted from the windows; times,
+    /// inputs and lineage empty for the caller to fill in.
+    pub fn new(
+        view: &ViewDef,
+        views: &braid_core::ViewSet,
+        run_id: &str,
+        cut: Cut,
+        windows: &BTreeMap<(i64, GroupKey), (AggState, Counters)>,
+    ) -> Self {
+        let (readings, duplicates_dropped) = windows.values().fold((0, 0), |(r, d), (_, c)| {
+            (r + c.readings, d + c.duplicates_dropped)
+        });
+        Self {
+            format: MANIFEST_FORMAT,
+            view: view.name.clone(),
+            run_id: run_id.to_string(),
+            started_ms: 0,
+            finished_ms: 0,
+            definition_hash: definition_hash(view, views),
+            cut,
+            archive_files: Vec::new(),
+            imports: Vec::new(),
+            records_read: 0,
+            rows: windows.len() as u64,
+            readings,
+            duplicates_dropped,
+            incremental: false,
+            previous_run: None,
+        }
+    }
+}
+
 /// A published run: its manifest and its windows.
 #[derive(Clone, Debug)]
 pub struct BatchView {

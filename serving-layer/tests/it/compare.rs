@@ -13,9 +13,8 @@ use braid_core::ViewSet;
 use braid_core::agg::AggState;
 use braid_core::merge::{Counters, Cut, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
-use braid_serving::{ServingConfig, api::routes, start};
 use braid_store::Layout;
-use braid_store::views::{MANIFEST_FORMAT, Manifest, StagedRun, definition_hash};
+use braid_store::views::{Manifest, StagedRun};
 use braid_testkit::{init_tracing, memory_broker};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -92,27 +91,21 @@ fn publish_run(set: &ViewSet, layout: &Layout, run: &str) {
     staged.write_rows(view, &windows).unwrap();
     staged
         .publish(&Manifest {
-            format: MANIFEST_FORMAT,
-            view: view.name.clone(),
-            run_id: run.into(),
             started_ms: 1,
             finished_ms: 2,
-            definition_hash: definition_hash(view, set),
-            cut: Cut([(0, 10)].into()),
-            archive_files: vec![],
             imports: vec!["import-1".into()],
             records_read: 7,
-            rows: windows.len() as u64,
-            readings: 7,
-            duplicates_dropped: 0,
-            incremental: false,
-            previous_run: None,
+            ..Manifest::new(view, set, run, Cut([(0, 10)].into()), &windows)
         })
         .unwrap();
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> reqwest::Response {
     http.get(url).send().await.unwrap()
+}
+
+async fn text(http: &reqwest::Client, url: &str) -> String {
+    get(http, url).await.text().await.unwrap()
 }
 
 async fn json(http: &reqwest::Client, url: &str) -> Value {
@@ -174,26 +167,7 @@ pub(crate) async fn fixture() -> Fixture {
         ],
     )
     .await;
-    let serving = start(
-        &ServingConfig {
-            brokers: broker.brokers(),
-            data_dir: dir.path().to_path_buf(),
-            views: set.clone(),
-            http: "127.0.0.1:0".parse().unwrap(),
-            openapi_extra: None,
-        },
-        stop.clone(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let s = stop.clone();
-    tokio::spawn(
-        warp::serve(routes(serving))
-            .incoming(listener)
-            .graceful(async move { s.cancelled().await })
-            .run(),
-    );
+    let base = crate::serve(broker.brokers(), dir.path(), set.clone(), &stop).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -237,14 +211,11 @@ async fn batch_and_speed_side_by_side() {
         ],
     });
     assert_eq!(answer, expected);
-    let csv = get(
+    let csv = text(
         &http,
         &format!("{base}/v1/views/per_device?format=csv&device=d0"),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         csv,
         format!(
@@ -292,8 +263,8 @@ async fn batch_and_speed_side_by_side() {
     )
     .await;
     assert_eq!(r.status(), 409);
-    let text = r.text().await.unwrap();
-    assert!(text.contains("1 of 5 windows fall short"), "{text}");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("1 of 5 windows fall short"), "{body}");
     let r = get(
         &http,
         &format!("{base}/v1/views/per_device?min_completeness=0.5&to={T1}"),
@@ -339,14 +310,11 @@ async fn batch_and_speed_side_by_side() {
     assert_eq!(find(T0, "d3")["status"], "only_speed");
     assert_eq!(find(T1, "d0")["status"], "equal");
     assert_eq!(find(T1, "d0")["reasons"], serde_json::json!([]));
-    let csv = get(
+    let csv = text(
         &http,
         &format!("{base}/v1/compare/per_device?format=csv&device=d1"),
     )
-    .await
-    .text()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         csv,
         format!(
@@ -359,11 +327,7 @@ async fn batch_and_speed_side_by_side() {
     assert_eq!(status["speed"]["partitions"]["0"]["states"], 2);
 
     // The routes around the answers.
-    let metrics = get(&http, &format!("{base}/metrics"))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = text(&http, &format!("{base}/metrics")).await;
     for line in [
         r#"braid_http_requests_total{route="/v1/compare/{view}",code="200"} 2"#,
         r#"braid_http_requests_total{route="/v1/views/{view}",code="409"} 1"#,
@@ -379,7 +343,7 @@ async fn batch_and_speed_side_by_side() {
     assert!(!metrics.contains("d0"), "no per-device labels");
     let doc = json(&http, &format!("{base}/openapi.json")).await;
     assert!(doc["paths"]["/v1/compare/{view}"]["get"].is_object());
-    let page = get(&http, &format!("{base}/")).await.text().await.unwrap();
+    let page = text(&http, &format!("{base}/")).await;
     assert!(page.contains("/assets/app.js"), "{page}");
     assert_eq!(
         get(&http, &format!("{base}/assets/app.js")).await.status(),

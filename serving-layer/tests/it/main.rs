@@ -7,3 +7,38 @@ mod compare;
 mod dashboard;
 mod queries;
 mod seam;
+
+use braid_core::ViewSet;
+use braid_serving::{ServingConfig, api::routes, start};
+use tokio_util::sync::CancellationToken;
+
+/// Starts a replica over `brokers` and `data_dir` serving `views` on an
+/// ephemeral port until `stop`; its `http://` base address.
+pub(crate) async fn serve(
+    brokers: String,
+    data_dir: &std::path::Path,
+    views: ViewSet,
+    stop: &CancellationToken,
+) -> String {
+    let serving = start(
+        &ServingConfig {
+            brokers,
+            data_dir: data_dir.to_path_buf(),
+            views,
+            http: "127.0.0.1:0".parse().unwrap(),
+            openapi_extra: None,
+        },
+        stop.clone(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let s = stop.clone();
+    tokio::spawn(
+        warp::serve(routes(serving))
+            .incoming(listener)
+            .graceful(async move { s.cancelled().await })
+            .run(),
+    );
+    base
+}

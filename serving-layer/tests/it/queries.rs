@@ -9,7 +9,6 @@ use braid_core::agg::AggState;
 use braid_core::merge::{Counters, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
 use braid_kafka::{Topics, producer_config};
-use braid_serving::{ServingConfig, api::routes, start};
 use braid_testkit::{init_tracing, memory_broker};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -136,26 +135,7 @@ async fn rows_carry_values_and_metadata() {
         ],
     )
     .await;
-    let serving = start(
-        &ServingConfig {
-            brokers: broker.brokers(),
-            data_dir: dir.path().to_path_buf(),
-            views: set,
-            http: "127.0.0.1:0".parse().unwrap(),
-            openapi_extra: None,
-        },
-        stop.clone(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let s = stop.clone();
-    tokio::spawn(
-        warp::serve(routes(serving))
-            .incoming(listener)
-            .graceful(async move { s.cancelled().await })
-            .run(),
-    );
+    let base = crate::serve(broker.brokers(), dir.path(), set, &stop).await;
 
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);

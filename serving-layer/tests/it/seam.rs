@@ -19,7 +19,7 @@ use braid_core::{Record, ViewDef, ViewSet};
 use braid_serving::batch::BatchViews;
 use braid_serving::query::{Query, Row, rows};
 use braid_store::Layout;
-use braid_store::views::{MANIFEST_FORMAT, Manifest, StagedRun, definition_hash};
+use braid_store::views::{Manifest, StagedRun};
 use braid_testkit::model::{RefView, RefWindow, reference_view_in};
 use braid_testkit::random::{VIEWS, event, log};
 use proptest::prelude::*;
@@ -126,23 +126,7 @@ fn publish_run(layout: &Layout, set: &ViewSet, records: &[Record], cut: &Cut, ru
         let staged = StagedRun::new(layout, &view.name, run).unwrap();
         staged.write_rows(view, &windows).unwrap();
         staged
-            .publish(&Manifest {
-                format: MANIFEST_FORMAT,
-                view: view.name.clone(),
-                run_id: run.into(),
-                started_ms: 0,
-                finished_ms: 0,
-                definition_hash: definition_hash(view, set),
-                cut: cut.clone(),
-                archive_files: vec![],
-                imports: vec![],
-                records_read: 0,
-                rows: windows.len() as u64,
-                readings: 0,
-                duplicates_dropped: 0,
-                incremental: false,
-                previous_run: None,
-            })
+            .publish(&Manifest::new(view, set, run, cut.clone(), &windows))
             .unwrap();
     }
 }
