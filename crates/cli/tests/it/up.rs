@@ -162,13 +162,7 @@ async fn readings_in_views_out_across_a_restart() {
 
     // A batch run, as cron runs it, recomputes the views from the archive;
     // served again, every reading is counted once, now from the batch run.
-    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["batch", "run"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("braid batch run");
+    let out = batch_run(dir.path());
     assert!(
         out.status.success(),
         "braid batch run: {}",
@@ -281,16 +275,21 @@ async fn readings_in_views_out_across_a_restart() {
 fn an_overlapping_batch_run_exits_at_once_with_75() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _held = braid_batch::recompute::lock(&braid_store::Layout::new(dir.path())).expect("lock");
-    let out = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["batch", "run"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("braid batch run");
+    let out = batch_run(dir.path());
     assert_eq!(out.status.code(), Some(75));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another batch run holds"), "{err}");
+}
+
+/// `braid batch run` on `data_dir`, from the repository root, as cron runs it.
+fn batch_run(data_dir: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["batch", "run"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("braid batch run")
 }
 
 fn archived_rows(dir: &std::path::Path) -> usize {
