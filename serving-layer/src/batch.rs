@@ -119,8 +119,8 @@ impl BatchViews {
         out
     }
 
-    /// The speed states dropped from the table, kept merged per window for
-    /// the comparison.
+    /// The speed states dropped from the table, kept per epoch for the
+    /// comparison.
     pub fn retired(&self) -> std::sync::MutexGuard<'_, Retired> {
         self.retired
             .lock()
@@ -128,7 +128,7 @@ impl BatchViews {
     }
 
     /// Drops speed states that every view's batch run now covers; the
-    /// comparison keeps them merged per window.
+    /// comparison keeps them.
     fn drop_covered(&self, views: &ViewSet, table: &RwLock<SpeedTable>) {
         if let Some(cut) = self.common_cut(views)
             && let Ok(mut t) = table.write()
