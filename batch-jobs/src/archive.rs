@@ -39,10 +39,13 @@ use arrow::datatypes::{
     TimestampMillisecondType, UInt32Type, UInt64Type,
 };
 use arrow::record_batch::RecordBatch;
-use braid_core::codec::decode_message;
+use braid_core::codec::decode_records;
 use braid_core::time::date_of;
-use braid_core::{Limits, Position, Record};
-use braid_kafka::{KafkaError, Resume, RevocationContext, Step, Topics, consumer_config};
+use braid_core::{Position, Record};
+use braid_kafka::{
+    KafkaError, REJOIN_AFTER, Resume, RevocationContext, Step, Topics, consumer_config,
+    rejoin_if_stalled,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -485,6 +488,7 @@ pub async fn run(
                 for p in due {
                     flush(&config, &mut buffers, p, &mut stats).await?;
                 }
+                rejoin_if_stalled(&consumer, &config.group, Topics::READINGS, REJOIN_AFTER)?;
             }
             msg = consumer.recv() => {
                 for p in revocations.take_revoked() {
@@ -521,25 +525,12 @@ pub async fn run(
                 }
                 let ingest_ts = m.timestamp().to_millis().unwrap_or(0);
                 let payload = m.payload().unwrap_or_default();
-                if let Ok(items) = decode_message(payload) {
-                    for (index, item) in items.into_iter().enumerate() {
-                        match item.map_err(|e| e.to_string()).and_then(|r| {
-                            r.validate(ingest_ts, &Limits::default()).map(|()| r).map_err(|e| e.to_string())
-                        }) {
-                            Ok(reading) => {
-                                buf.bytes += 64 + reading.device_id.len() + reading.metric.len();
-                                buf.records.push(Record {
-                                    reading,
-                                    ingest_ts,
-                                    position: Position { partition: p, offset, index: index as u32 },
-                                });
-                                stats.records += 1;
-                            }
-                            Err(_) => stats.invalid += 1,
-                        }
-                    }
-                } else {
-                    stats.invalid += 1;
+                let (records, refused) = decode_records(payload, p, offset, ingest_ts);
+                stats.invalid += refused.len() as u64;
+                stats.records += records.len() as u64;
+                for rec in records {
+                    buf.bytes += 64 + rec.reading.device_id.len() + rec.reading.metric.len();
+                    buf.records.push(rec);
                 }
                 buf.since.get_or_insert_with(Instant::now);
                 buf.resume.done(offset);

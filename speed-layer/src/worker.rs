@@ -12,13 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_core::codec::decode_message;
+use braid_core::ViewSet;
+use braid_core::codec::decode_records;
 use braid_core::fold::PartitionFolder;
 use braid_core::merge::EpochSpan;
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
-use braid_core::{Limits, Position, Record, ViewSet};
 use braid_kafka::{
-    KafkaError, Resume, RevocationContext, Step, Topics, consumer_config, producer_config,
+    KafkaError, REJOIN_AFTER, Resume, RevocationContext, Step, Topics, consumer_config,
+    producer_config, rejoin_if_stalled,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
@@ -152,6 +153,12 @@ impl Worker {
                     self.drain_events();
                     self.publish().await?;
                     self.seal_all().await?;
+                    rejoin_if_stalled(
+                        &*self.consumer,
+                        &self.config.group,
+                        Topics::READINGS,
+                        REJOIN_AFTER,
+                    )?;
                 }
             }
         }
@@ -313,51 +320,17 @@ impl Worker {
         }
         let ingest_ts = m.timestamp().to_millis().unwrap_or_else(crate::now_ms);
         let payload = m.payload().unwrap_or_default();
-        let mut dead = Vec::new();
-        match decode_message(payload) {
-            Err(e) => dead.push((0u32, e.to_string())),
-            Ok(items) => {
-                let Some(part) = self.partitions.get_mut(&p) else {
-                    return Ok(());
-                };
-                let Partition {
-                    folder,
-                    table,
-                    epoch_start,
-                    ..
-                } = part;
-                for (index, item) in items.into_iter().enumerate() {
-                    let reading = match item {
-                        Ok(r) => r,
-                        Err(e) => {
-                            dead.push((index as u32, e.to_string()));
-                            continue;
-                        }
-                    };
-                    // The clock of a consumer is the record's own accept time,
-                    // so a replay accepts and refuses exactly the same.
-                    if let Err(e) = reading.validate(ingest_ts, &Limits::default()) {
-                        dead.push((index as u32, format!("record {index}: {e}")));
-                        continue;
-                    }
-                    let rec = Record {
-                        reading,
-                        ingest_ts,
-                        position: Position {
-                            partition: p,
-                            offset,
-                            index: index as u32,
-                        },
-                    };
-                    table.fold(folder, &self.views.views, &rec, *epoch_start);
-                    self.stats.records += 1;
-                }
-            }
+        let (records, dead) = decode_records(payload, p, offset, ingest_ts);
+        let Some(part) = self.partitions.get_mut(&p) else {
+            return Ok(());
+        };
+        for rec in &records {
+            part.table
+                .fold(&mut part.folder, &self.views.views, rec, part.epoch_start);
+            self.stats.records += 1;
         }
-        if let Some(part) = self.partitions.get_mut(&p) {
-            part.resume.done(offset);
-            part.progressed = true;
-        }
+        part.resume.done(offset);
+        part.progressed = true;
         for (index, reason) in dead {
             self.dead_letter(m, index, &reason).await?;
         }

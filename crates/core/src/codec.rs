@@ -47,6 +47,45 @@ pub fn decode_message(payload: &[u8]) -> Result<Vec<Result<Reading, RecordError>
     })
 }
 
+/// The records of one message of `braid.readings`, as every consumer
+/// takes them: decoded, and each reading validated against the message's
+/// own accept time (so a replay accepts and refuses exactly the same);
+/// the refused ones by index with the reason (the whole message, index 0,
+/// when it is not JSON at all).
+pub fn decode_records(
+    payload: &[u8],
+    partition: i32,
+    offset: i64,
+    ingest_ts: i64,
+) -> (Vec<crate::Record>, Vec<(u32, String)>) {
+    let mut records = Vec::new();
+    let mut refused = Vec::new();
+    match decode_message(payload) {
+        Err(e) => refused.push((0, e.to_string())),
+        Ok(items) => {
+            for (index, item) in items.into_iter().enumerate() {
+                let index = index as u32;
+                match item {
+                    Err(e) => refused.push((index, e.to_string())),
+                    Ok(reading) => match reading.validate(ingest_ts, &crate::Limits::default()) {
+                        Err(e) => refused.push((index, format!("record {index}: {e}"))),
+                        Ok(()) => records.push(crate::Record {
+                            reading,
+                            ingest_ts,
+                            position: crate::Position {
+                                partition,
+                                offset,
+                                index,
+                            },
+                        }),
+                    },
+                }
+            }
+        }
+    }
+    (records, refused)
+}
+
 /// Encodes readings as one message: a JSON array, `ts` in epoch ms.
 pub fn encode_message(readings: &[Reading]) -> Vec<u8> {
     // Serialising plain structs of strings and numbers cannot fail.

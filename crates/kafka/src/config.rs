@@ -29,6 +29,9 @@ pub enum KafkaError {
     /// The embedded broker could not start.
     #[error("embedded broker: {0}")]
     Broker(String),
+    /// A topic is not as expected (missing, empty, never quiet).
+    #[error("kafka: {0}")]
+    Topic(String),
 }
 
 impl KafkaError {
@@ -59,7 +62,7 @@ impl KafkaError {
                         | C::NotLeaderForPartition
                 )
             }),
-            Self::Broker(_) => false,
+            Self::Broker(_) | Self::Topic(_) => false,
         }
     }
 }

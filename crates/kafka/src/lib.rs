@@ -11,6 +11,7 @@
 //! tansu's SQLite engine holding topics, offsets and consumer groups.
 
 pub mod config;
+pub mod drain;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod rebalance;
@@ -20,6 +21,6 @@ pub mod topics;
 pub use config::{KafkaError, consumer_config, producer_config};
 #[cfg(feature = "embedded-broker")]
 pub use embedded::{BrokerStorage, EmbeddedBroker};
-pub use rebalance::RevocationContext;
+pub use rebalance::{REJOIN_AFTER, RevocationContext, rejoin_if_stalled};
 pub use resume::{Resume, Step};
 pub use topics::{Topics, ensure_topics};

@@ -5,74 +5,39 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use braid_core::Record;
 use braid_core::agg::AggState;
-use braid_core::codec::decode_message;
+use braid_core::codec::decode_records;
 use braid_core::fold::GroupKey;
 use braid_core::merge::{Counters, Cut, merge_window};
 use braid_core::speedlog::{SpeedMessage, SpeedTable};
-use braid_core::{Position, Record};
-use braid_kafka::{Topics, consumer_config};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-
-/// A consumer assigned every partition of `topic` from the beginning.
-///
-/// High watermarks from the broker are not used to decide when a topic has
-/// been read: tansu 0.6 answers ListOffsets with a stale high watermark
-/// after idempotent produces, so readers drain until the topic is quiet.
-fn assign_all(brokers: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = consumer_config(brokers, "braid-testkit-reader")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
-    let mut tpl = TopicPartitionList::new();
-    for &p in &partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
-    consumer
-}
+use braid_kafka::Topics;
+use braid_kafka::drain::{assign_all, drain_topic};
+use rdkafka::Message;
 
 /// Every record of `braid.readings`, in log order per partition, with its
 /// position and accept time, read until the topic has been quiet for a
 /// second and a half (call it once producers are done). Invalid records are
-/// skipped.
+/// skipped, as the consumers skip them.
 pub fn read_log(brokers: &str) -> Vec<Record> {
-    let consumer = assign_all(brokers, Topics::READINGS);
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut quiet_since = Instant::now();
-    while quiet_since.elapsed() < Duration::from_millis(1500) {
-        assert!(
-            Instant::now() < deadline,
-            "reading braid.readings timed out"
-        );
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        quiet_since = Instant::now();
-        let m = m.expect("message");
-        let ingest_ts = m.timestamp().to_millis().expect("timestamp");
-        if let Ok(items) = decode_message(m.payload().unwrap_or_default()) {
-            for (index, item) in items.into_iter().enumerate() {
-                if let Ok(reading) = item {
-                    out.push(Record {
-                        reading,
-                        ingest_ts,
-                        position: Position {
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            index: index as u32,
-                        },
-                    });
-                }
-            }
-        }
-    }
+    drain_topic(
+        brokers,
+        Topics::READINGS,
+        Duration::from_millis(1500),
+        Duration::from_secs(60),
+        |m| {
+            let ingest_ts = m.timestamp().to_millis().expect("timestamp");
+            let (records, _) = decode_records(
+                m.payload().unwrap_or_default(),
+                m.partition(),
+                m.offset(),
+                ingest_ts,
+            );
+            out.extend(records);
+        },
+    )
+    .expect("reading braid.readings");
     out
 }
 
@@ -94,7 +59,7 @@ pub fn read_speed_until(
     timeout: Duration,
     done: impl Fn(&SpeedTable) -> bool,
 ) -> SpeedTable {
-    let consumer = assign_all(brokers, Topics::SPEED);
+    let consumer = assign_all(brokers, Topics::SPEED).expect("reader of braid.speed");
     let mut table = SpeedTable::default();
     let deadline = Instant::now() + timeout;
     loop {
