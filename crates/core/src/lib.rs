@@ -12,6 +12,8 @@
 //!   order, for both layers.
 //! - [`merge`]: the exact batch ⊕ speed merge in log positions;
 //!   [`speedlog`]: the wire format of `braid.speed`.
+//! - [`reference`]: every view recomputed from scratch from the log, the
+//!   plain model `braid verify` and the tests check the layers against.
 //!
 //! What this crate deliberately does not do: IO of any kind. No clock is
 //! read (callers pass `now`), no file or socket is opened, there is no
@@ -28,6 +30,7 @@ pub mod hash;
 pub mod lateness;
 pub mod merge;
 pub mod reading;
+pub mod reference;
 pub mod speedlog;
 pub mod time;
 pub mod view;
