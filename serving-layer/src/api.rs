@@ -206,7 +206,17 @@ fn view_answer(
         )
         .into_response()),
         Some("arrow") => {
-            let bytes = to_arrow(view, &rows)
+            // The header rides on the schema: one answer, one snapshot.
+            let metadata = [
+                ("braid.view", json!(view.name)),
+                ("braid.watermark", json!(wm)),
+                ("braid.freshness_ms", json!(freshness)),
+                ("braid.batch", batch_header),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let bytes = to_arrow(view, &rows, metadata)
                 .map_err(|e| ServingError::Internal(format!("encoding Arrow: {e}")))?;
             Ok(warp::reply::with_header(
                 bytes,

@@ -393,8 +393,13 @@ fn csv_escape(s: &str) -> String {
 
 /// Rows as an Arrow IPC stream: one record batch, times as UTC
 /// millisecond timestamps, `count` and the counters as `UInt64`, the other
-/// aggregates as `Float64`.
-pub fn to_arrow(view: &ViewDef, rows: &[Row]) -> Result<Vec<u8>, ArrowError> {
+/// aggregates as `Float64`; `metadata` (the answer's header) goes on the
+/// schema.
+pub fn to_arrow(
+    view: &ViewDef,
+    rows: &[Row],
+    metadata: std::collections::HashMap<String, String>,
+) -> Result<Vec<u8>, ArrowError> {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let mut fields = vec![
         Field::new("window_start", ts.clone(), false),
@@ -469,7 +474,8 @@ pub fn to_arrow(view: &ViewDef, rows: &[Row]) -> Result<Vec<u8>, ArrowError> {
             rows.iter().map(|r| r.completeness),
         )));
     }
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
+    let schema = Schema::new(fields).with_metadata(metadata);
+    let batch = RecordBatch::try_new(Arc::new(schema), cols)?;
     let mut out = Vec::new();
     let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
     w.write(&batch)?;

@@ -78,7 +78,8 @@ pub struct IngestArgs {
     pub tokens: Option<std::path::PathBuf>,
 }
 
-fn parse_duration_ms(s: &str) -> Result<i64, String> {
+/// Parses a duration such as `500ms`, `10s` or `2m` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     braid_core::time::parse_duration(s)
 }
 
@@ -145,13 +146,32 @@ pub struct SimArgs {
     /// Share of readings with an injected spike.
     #[arg(long, default_value_t = 0.001)]
     pub anomaly: f64,
+
+    /// Append every acknowledged reading to this file (NDJSON), for
+    /// `braid verify --acked`.
+    #[arg(long)]
+    pub acked: Option<PathBuf>,
+
+    /// Stop after this long (e.g. 60s; default: at Ctrl-C).
+    #[arg(long, value_parser = parse_duration_ms)]
+    pub duration: Option<i64>,
 }
 
 impl SimArgs {
-    /// The simulator configuration for `brokers` and `scenario`.
-    pub fn config(&self, brokers: String, scenario: braid_sim::Scenario) -> braid_sim::SimConfig {
+    /// How long to run, if bounded.
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.duration
+            .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64))
+    }
+
+    /// The simulator configuration for `target` and `scenario`.
+    pub fn config(
+        &self,
+        target: braid_sim::send::Target,
+        scenario: braid_sim::Scenario,
+    ) -> braid_sim::SimConfig {
         braid_sim::SimConfig {
-            brokers,
+            target,
             scenario,
             devices: self.devices,
             rate: self.rate,
@@ -163,6 +183,8 @@ impl SimArgs {
                 anomaly: self.anomaly,
             },
             seed: self.seed,
+            acked: self.acked.clone(),
+            duration: self.duration(),
         }
     }
 }
@@ -208,4 +230,28 @@ pub struct BatchScheduleArgs {
     /// turns the schedule off (run `braid batch run` from cron instead).
     #[arg(long, env = "BRAID_BATCH_EVERY", default_value = "2m", value_parser = parse_duration_ms)]
     pub batch_every: i64,
+}
+
+/// How the archiver rolls files.
+#[derive(Args, Clone, Debug)]
+pub struct ArchiveArgs {
+    /// A partition's buffer is written out once its oldest record is this
+    /// old (e.g. 60s): the archive, and so a batch run, lags the log by
+    /// about this much.
+    #[arg(long, env = "BRAID_ROLL_AGE", default_value = "60s", value_parser = parse_duration_ms)]
+    pub roll_age: i64,
+
+    /// ... or once it holds about this many bytes.
+    #[arg(long, env = "BRAID_ROLL_BYTES", default_value_t = 128 << 20)]
+    pub roll_bytes: usize,
+}
+
+impl ArchiveArgs {
+    /// The archiver configuration for `brokers` and `data_dir`.
+    pub fn config(&self, brokers: String, data_dir: PathBuf) -> braid_batch::ArchiveConfig {
+        let mut c = braid_batch::ArchiveConfig::new(brokers, data_dir);
+        c.roll_age = std::time::Duration::from_millis(self.roll_age.max(1) as u64);
+        c.roll_bytes = self.roll_bytes.max(1);
+        c
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod compare;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,8 +20,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs, StorageArgs, ViewsArgs,
-    parse_scenario,
+    ArchiveArgs, BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs,
+    StorageArgs, ViewsArgs, parse_scenario,
 };
 
 /// Braid: IoT readings into live and historical answers, counted exactly
@@ -51,19 +52,38 @@ enum Command {
         speed: SpeedArgs,
         #[command(flatten)]
         batch: BatchScheduleArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
         /// Also run a simulated fleet of this scenario: parking, home or farm.
         #[arg(long, env = "BRAID_SIMULATE", value_parser = parse_scenario)]
         simulate: Option<braid_sim::Scenario>,
         #[command(flatten)]
         sim: SimArgs,
     },
-    /// Send a simulated fleet's readings into braid.readings until Ctrl-C.
+    /// Send a simulated fleet's readings (or replay a real dataset) into
+    /// braid.readings, straight to Kafka or over HTTP, until Ctrl-C or
+    /// --duration.
     Simulate {
         #[command(flatten)]
         kafka: KafkaArgs,
         /// The fleet: parking, home or farm.
-        #[arg(long, env = "BRAID_SCENARIO", value_parser = parse_scenario)]
-        scenario: braid_sim::Scenario,
+        #[arg(long, env = "BRAID_SCENARIO", value_parser = parse_scenario, required_unless_present = "replay")]
+        scenario: Option<braid_sim::Scenario>,
+        /// Replay this CSV file instead: ../shared/datasets'
+        /// birmingham-parking.csv or wsn-single-hop.csv (known by their
+        /// header), its times shifted to now.
+        #[arg(long, conflicts_with = "scenario")]
+        replay: Option<PathBuf>,
+        /// How many times faster than the data's own pace a replay runs.
+        #[arg(long, default_value_t = 60.0)]
+        speedup: f64,
+        /// Send over HTTP to this ingest gateway (http://HOST:PORT) instead
+        /// of straight to Kafka.
+        #[arg(long, env = "BRAID_INGEST_URL")]
+        http_target: Option<String>,
+        /// Bearer token for --http-target.
+        #[arg(long, env = "BRAID_INGEST_TOKEN")]
+        token: Option<String>,
         #[command(flatten)]
         sim: SimArgs,
     },
@@ -74,6 +94,8 @@ enum Command {
         kafka: KafkaArgs,
         #[command(flatten)]
         storage: StorageArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
     },
     /// Run a speed-layer worker: incremental views from braid.readings into
     /// braid.speed, checkpointed under the data directory.
@@ -118,6 +140,35 @@ enum Command {
         /// stdout without it).
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// Check the whole system against a from-scratch recomputation of
+    /// braid.readings: prints lost_acked, duplicate_in_view, view_mismatch,
+    /// archive_gap, archive_dup_offset and each window that differs. Run it
+    /// when producers are quiet. Exit codes: 0 every counter zero, 1 a
+    /// counter is not zero, 2 the check could not be made.
+    Verify {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        storage: StorageArgs,
+        #[command(flatten)]
+        views: ViewsArgs,
+        /// The serving layer to ask.
+        #[arg(long, env = "BRAID_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Readings acknowledged to clients, NDJSON (`braid simulate
+        /// --acked` writes it): each must be in the log.
+        #[arg(long)]
+        acked: Option<PathBuf>,
+        /// How long to wait for the serving layer to catch up (e.g. 2m).
+        #[arg(long, default_value = "2m", value_parser = args::parse_duration_ms)]
+        wait: i64,
+        /// Differing windows printed at most.
+        #[arg(long, default_value_t = 20)]
+        show: usize,
+        /// text or json.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
     },
     /// Manage ingest tokens.
     Token {
@@ -363,6 +414,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ingest,
             speed,
             batch,
+            archive,
             simulate,
             sim,
         } => runtime()?.block_on(up(
@@ -371,14 +423,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
-            (speed, batch),
+            (speed, batch, archive),
             simulate.map(|s| (s, sim)),
         )),
         Command::Simulate {
             kafka,
             scenario,
+            replay,
+            speedup,
+            http_target,
+            token,
             sim,
-        } => runtime()?.block_on(simulate(kafka, scenario, sim)),
+        } => {
+            let target = match http_target {
+                Some(url) => braid_sim::send::Target::Http { url, token },
+                None => braid_sim::send::Target::Kafka(external_brokers(&kafka, "simulate")?),
+            };
+            runtime()?.block_on(simulate(
+                target,
+                scenario,
+                replay.map(|f| (f, speedup)),
+                sim,
+            ))
+        }
         Command::Ingest {
             kafka,
             http,
@@ -390,7 +457,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             speed,
         } => runtime()?.block_on(speed_alone(kafka, storage, views, speed)),
-        Command::Archive { kafka, storage } => runtime()?.block_on(archive_alone(kafka, storage)),
+        Command::Archive {
+            kafka,
+            storage,
+            archive,
+        } => runtime()?.block_on(archive_alone(kafka, storage, archive)),
         Command::Token {
             command:
                 TokenCommand::New {
@@ -444,6 +515,67 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
         } => runtime()?.block_on(serve_alone(kafka, storage, views, http)),
+        Command::Verify {
+            kafka,
+            storage,
+            views,
+            server,
+            acked,
+            wait,
+            show,
+            format,
+        } => {
+            let args = verify::VerifyArgs {
+                // Absent: the embedded broker of a running `braid up`.
+                brokers: kafka
+                    .brokers
+                    .clone()
+                    .unwrap_or_else(|| kafka.broker_listen.to_string()),
+                server,
+                data_dir: storage.data_dir,
+                views: load_views(&views.views)?,
+                acked,
+                wait: std::time::Duration::from_millis(wait.max(0) as u64),
+                show,
+            };
+            let report =
+                match runtime()?.block_on(verify::run(&args, |m| eprintln!("braid verify: {m}"))) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+            if format == "json" {
+                let differences: Vec<serde_json::Value> = report
+                    .differences
+                    .iter()
+                    .take(show)
+                    .map(|d| {
+                        serde_json::json!({
+                            "view": d.view, "window_start": d.window_start,
+                            "group": d.group, "what": d.what,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "counters": report.tally.to_json(),
+                        "records": report.records.values().sum::<u64>(),
+                        "refused": report.refused,
+                        "differences": differences,
+                    })
+                );
+            } else {
+                print!("{}", verify::render(&report, show));
+            }
+            Ok(if report.tally.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 
@@ -606,18 +738,18 @@ async fn speed_alone(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn archive_alone(kafka: KafkaArgs, storage: StorageArgs) -> Result<ExitCode> {
+async fn archive_alone(
+    kafka: KafkaArgs,
+    storage: StorageArgs,
+    archive: ArchiveArgs,
+) -> Result<ExitCode> {
     let brokers = external_brokers(&kafka, "archive")?;
     let shutdown = shutdown_on_signal();
     println!(
         "braid archive: reading {brokers}, writing {}",
         storage.data_dir.join("archive").display()
     );
-    let stats = braid_batch::run(
-        braid_batch::ArchiveConfig::new(brokers, storage.data_dir),
-        shutdown,
-    )
-    .await?;
+    let stats = braid_batch::run(archive.config(brokers, storage.data_dir), shutdown).await?;
     println!(
         "braid archive: stopped after {} records in {} rolls ({} invalid skipped)",
         stats.records, stats.rolls, stats.invalid
@@ -802,18 +934,37 @@ async fn batch_schedule(
 }
 
 async fn simulate(
-    kafka: KafkaArgs,
-    scenario: braid_sim::Scenario,
+    target: braid_sim::send::Target,
+    scenario: Option<braid_sim::Scenario>,
+    replay: Option<(PathBuf, f64)>,
     sim: SimArgs,
 ) -> Result<ExitCode> {
-    let brokers = external_brokers(&kafka, "simulate")?;
     let shutdown = shutdown_on_signal();
-    println!(
-        "braid simulate: {} {scenario:?} devices at {} readings/s into {brokers} (Ctrl-C stops)",
-        sim.devices, sim.rate
-    );
-    let sent = braid_sim::run(sim.config(brokers, scenario), shutdown).await?;
-    println!("braid simulate: stopped after {sent} readings");
+    let sent = match (replay, scenario) {
+        (Some((file, speedup)), _) => {
+            println!(
+                "braid simulate: replaying {} at {speedup}x into {target} (Ctrl-C stops)",
+                file.display()
+            );
+            let config = braid_sim::replay::ReplayConfig {
+                target,
+                file,
+                speedup,
+                acked: sim.acked.clone(),
+                duration: sim.duration(),
+            };
+            braid_sim::replay::replay(config, shutdown).await?
+        }
+        (None, Some(scenario)) => {
+            println!(
+                "braid simulate: {} {scenario:?} devices at {} readings/s into {target} (Ctrl-C stops)",
+                sim.devices, sim.rate
+            );
+            braid_sim::run(sim.config(target, scenario), shutdown).await?
+        }
+        (None, None) => anyhow::bail!("give --scenario or --replay"),
+    };
+    println!("braid simulate: stopped after {sent} readings acknowledged");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -823,7 +974,7 @@ async fn up(
     views: ViewsArgs,
     http: HttpArgs,
     ingest: IngestArgs,
-    (speed_args, batch_args): (SpeedArgs, BatchScheduleArgs),
+    (speed_args, batch_args, archive_args): (SpeedArgs, BatchScheduleArgs, ArchiveArgs),
     simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
@@ -853,7 +1004,7 @@ async fn up(
         shutdown.clone(),
     ));
     let archive = tokio::spawn(braid_batch::run(
-        braid_batch::ArchiveConfig::new(brokers.clone(), storage.data_dir.clone()),
+        archive_args.config(brokers.clone(), storage.data_dir.clone()),
         shutdown.clone(),
     ));
     let gateway = braid_ingest::gateway(&braid_ingest::IngestConfig {
@@ -895,7 +1046,7 @@ async fn up(
             "braid up: simulating {} {scenario:?} devices at {} readings/s",
             sim.devices, sim.rate
         );
-        let config = sim.config(brokers.clone(), scenario);
+        let config = sim.config(braid_sim::send::Target::Kafka(brokers.clone()), scenario);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = braid_sim::run(config, stop).await {

@@ -5,18 +5,25 @@
 //! farm probes reporting soil moisture (tagged with their field). Chosen
 //! shares of readings arrive out of order, outdated, historical or twice,
 //! and a share carry an injected anomaly (a spike), so every path of the
-//! speed and batch layers is exercised. [`run`] sends them to Kafka through
-//! the ingest crate's [`ReadingSink`] at a chosen rate.
-//!
-//! What it does not do yet: send over HTTP, or replay the CSV files of
-//! `../shared/datasets`.
+//! speed and batch layers is exercised. [`run`] sends them at a chosen
+//! rate, straight to Kafka through the ingest crate's `ReadingSink` or
+//! over HTTP to an ingest gateway ([`send::Target`]), retrying what was not
+//! acknowledged with the same readings, and can write every acknowledged
+//! reading to a file for `braid verify`. [`replay`] sends the real CSV
+//! files of `../shared/datasets` instead, with their times shifted to now
+//! and sped up.
+
+pub mod replay;
+pub mod send;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use braid_core::Reading;
-use braid_ingest::ReadingSink;
 use tokio_util::sync::CancellationToken;
+
+use crate::send::{Sender, Target};
 
 /// Which kind of fleet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,8 +186,8 @@ impl Fleet {
 /// How to run a fleet.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Kafka bootstrap servers.
-    pub brokers: String,
+    /// Where readings go.
+    pub target: Target,
     /// The fleet's scenario.
     pub scenario: Scenario,
     /// Devices.
@@ -191,6 +198,10 @@ pub struct SimConfig {
     pub shares: Shares,
     /// Random seed.
     pub seed: u64,
+    /// Write every acknowledged reading here (NDJSON), for `braid verify`.
+    pub acked: Option<PathBuf>,
+    /// Stop after this long (absent: at shutdown).
+    pub duration: Option<Duration>,
 }
 
 /// Why the simulator stopped.
@@ -199,34 +210,63 @@ pub enum SimError {
     /// Kafka could not be reached.
     #[error(transparent)]
     Sink(#[from] braid_ingest::SinkError),
+    /// The acknowledged-readings file could not be written.
+    #[error("{path}: {source}")]
+    Acked {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A dataset could not be read.
+    #[error("{0}")]
+    Dataset(String),
+    /// The HTTP client could not be built.
+    #[error("http client: {0}")]
+    Http(String),
 }
 
-/// Sends the fleet's readings until `shutdown`; returns readings sent.
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Sends the fleet's readings until `shutdown` or the configured
+/// duration; returns readings acknowledged.
 pub async fn run(config: SimConfig, shutdown: CancellationToken) -> Result<u64, SimError> {
-    let sink = ReadingSink::connect(&config.brokers, Duration::from_secs(10))
-        .await
-        .map_err(braid_ingest::SinkError::from)?;
+    let mut sender = Sender::connect(&config.target, config.acked.as_deref()).await?;
     let mut fleet = Fleet::new(config.scenario, config.devices, config.shares, config.seed);
     let per_tick = config.devices.max(1) as f64;
     let period = Duration::from_secs_f64((per_tick / config.rate.max(0.001)).max(0.01));
     let mut ticker = tokio::time::interval(period);
-    let mut sent = 0u64;
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = stop_after(&shutdown, config.duration);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
             _ = ticker.tick() => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let readings = fleet.tick(now);
-                match sink.send(&readings, now).await {
-                    Ok(_) => sent += readings.len() as u64,
-                    Err(e) => tracing::warn!(error = %e, "simulator: readings not acknowledged; continuing"),
-                }
+                let readings = fleet.tick(now_ms());
+                sender.send(&readings, &stop).await?;
             }
         }
     }
-    Ok(sent)
+    sender.finish()
+}
+
+/// A token cancelled with `shutdown` or after `duration`.
+fn stop_after(shutdown: &CancellationToken, duration: Option<Duration>) -> CancellationToken {
+    let stop = shutdown.child_token();
+    if let Some(d) = duration {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.cancel();
+        });
+    }
+    stop
 }
 
 #[cfg(test)]

@@ -236,6 +236,13 @@ async fn batch_and_speed_side_by_side() {
     let batches: Vec<_> = reader.map(Result::unwrap).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
     let schema = batches[0].schema();
+    // The header rides on the schema, the same as the JSON answer's.
+    let header = &schema.metadata;
+    assert_eq!(header["braid.view"], "\"per_device\"");
+    let batch: Value = serde_json::from_str(&header["braid.batch"]).unwrap();
+    assert_eq!(batch, expected["batch"]);
+    assert_eq!(header["braid.watermark"], (T1 + 25_000).to_string());
+    assert!(header.contains_key("braid.freshness_ms"));
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     assert_eq!(
         &names[..6],

@@ -4,6 +4,7 @@
 
 mod batch_kill;
 mod broker;
+mod e2e;
 mod speed_kill;
 mod up;
 mod views;
