@@ -228,7 +228,7 @@ impl SpeedArgs {
 pub struct BatchScheduleArgs {
     /// How often `braid up` runs an incremental batch run (e.g. 2m); 0
     /// turns the schedule off (run `braid batch run` from cron instead).
-    #[arg(long, env = "BRAID_BATCH_EVERY", default_value = "2m", value_parser = parse_duration_ms)]
+    #[arg(long, env = "BRAID_BATCH_EVERY", default_value = "5m", value_parser = parse_duration_ms)]
     pub batch_every: i64,
 }
 

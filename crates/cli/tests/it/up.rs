@@ -268,7 +268,42 @@ async fn readings_in_views_out_across_a_restart() {
         .expect("reader");
     let n: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(n, rows.len());
+    notebook_example(dir.path(), &parquet);
     stop(up);
+}
+
+/// Runs the README's notebook example (DuckDB and polars over the
+/// comparison's export and the archive) where it expects to run: a
+/// project root with the data directory at `data/run`.
+fn notebook_example(data_dir: &std::path::Path, export: &std::path::Path) {
+    let readme = include_str!("../../../../README.md");
+    let code = readme
+        .split("<!-- notebook example: crates/cli/tests/it/up.rs runs this block -->\n```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's notebook example");
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("data")).expect("mkdir");
+    std::os::unix::fs::symlink(data_dir, root.path().join("data/run")).expect("symlink");
+    std::os::unix::fs::symlink(export, root.path().join("compare.parquet")).expect("symlink");
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .current_dir(root.path())
+        .output()
+        .expect("python3 runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the README's notebook example failed (pip install duckdb polars): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The differing windows and their reason, and the archive's readings.
+    assert!(printed.contains("not_yet_archived"), "{printed}");
+    assert!(printed.contains("probe-"), "{printed}");
+    assert!(
+        printed.contains("211") || printed.contains("231"),
+        "{printed}"
+    );
 }
 
 #[test]
