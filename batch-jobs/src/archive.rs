@@ -14,9 +14,11 @@
 //! The files are written under `.tmp` names and synced, then the roll's
 //! marker (listing them) is written atomically, then the files are renamed
 //! into place. On start the archiver finishes the renames of every marked
-//! roll, removes `.tmp` files no marker names, and resumes each partition
-//! after the last offset its markers name: not from a consumer-group
-//! commit, so a crash at any point archives every offset exactly once.
+//! roll and removes `.tmp` files no marker names. Whenever a partition is
+//! assigned (at start, and again after any rebalance), the archiver resumes
+//! it after the last offset its markers on disk name: not from a
+//! consumer-group commit nor from what it knew at start, so a crash or a
+//! rebalance at any point archives every offset exactly once.
 //!
 //! Each file holds the reading's fields (`device_id`, `metric`, `ts`,
 //! `value`, `seq`, `tags` as a JSON object) plus `partition`, `offset`,
@@ -207,6 +209,15 @@ pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
     }
     remove_unmarked_tmp(&data_dir.join("archive/readings"), &marked)?;
     Ok(next)
+}
+
+/// The next offset to archive for partition `p`, from its marked rolls
+/// (`None`: nothing of it archived yet).
+pub fn next_offset(data_dir: &Path, p: i32) -> Result<Option<i64>, BatchError> {
+    Ok(marked_rolls(data_dir)?
+        .get(&p)
+        .and_then(|rolls| rolls.last())
+        .map(|r| r.last + 1))
 }
 
 /// One roll of a partition, as its marker lists it.
@@ -462,7 +473,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<ArchiveStats, BatchError> {
     let dir = config.data_dir.clone();
-    let resume = tokio::task::spawn_blocking(move || recover(&dir))
+    tokio::task::spawn_blocking(move || recover(&dir))
         .await
         .map_err(|e| BatchError::Internal(e.to_string()))??;
     let revocations = RevocationContext::default();
@@ -507,12 +518,21 @@ pub async fn run(
                 };
                 let p = m.partition();
                 let offset = m.offset();
-                let buf = buffers.entry(p).or_insert_with(|| Buffer {
-                    resume: Resume::at(resume.get(&p).copied()),
-                    records: Vec::new(),
-                    bytes: 0,
-                    since: None,
-                });
+                let buf = match buffers.entry(p) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        // A partition (re)assigned resumes where the markers on
+                        // disk say, not where this process started: since then
+                        // it (or another owner) may have archived more.
+                        let at = next_offset(&config.data_dir, p)?;
+                        v.insert(Buffer {
+                            resume: Resume::at(at),
+                            records: Vec::new(),
+                            bytes: 0,
+                            since: None,
+                        })
+                    }
+                };
                 match buf.resume.step(offset) {
                     Step::Skip => continue,
                     Step::Seek(at) => {

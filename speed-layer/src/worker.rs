@@ -72,6 +72,10 @@ pub(crate) struct Worker {
     speed_partitions: i32,
     stats: WorkerStats,
     last_memory_warning: Option<Instant>,
+    /// Control messages Kafka did not acknowledge, sent again first.
+    unsent: Vec<SpeedMessage>,
+    last_outage_warning: Option<Instant>,
+    last_rebuild: Instant,
 }
 
 fn restore_id() -> u64 {
@@ -124,6 +128,9 @@ impl Worker {
             speed_partitions,
             stats: WorkerStats::default(),
             last_memory_warning: None,
+            unsent: Vec::new(),
+            last_outage_warning: None,
+            last_rebuild: Instant::now(),
         })
     }
 
@@ -315,7 +322,7 @@ impl Worker {
                     .map_err(|e| KafkaError::client("seeking braid.readings", e))?;
                 return Ok(());
             }
-            Step::Take if seal_first => self.seal(p).await?,
+            Step::Take if seal_first => self.seal(p, true).await?,
             Step::Take => {}
         }
         let ingest_ts = m.timestamp().to_millis().unwrap_or_else(crate::now_ms);
@@ -369,7 +376,21 @@ impl Worker {
         Ok(())
     }
 
-    async fn send_control(&self, msg: SpeedMessage) -> Result<(), SpeedError> {
+    /// Sends a control message; one Kafka cannot acknowledge now is kept
+    /// and sent again before the next states.
+    async fn send_control(&mut self, msg: SpeedMessage) -> Result<(), SpeedError> {
+        if !self.unsent.is_empty() {
+            self.unsent.push(msg);
+            return Ok(());
+        }
+        if let Err(e) = self.try_send_control(&msg).await {
+            self.outage(&e);
+            self.unsent.push(msg);
+        }
+        Ok(())
+    }
+
+    async fn try_send_control(&self, msg: &SpeedMessage) -> Result<(), KafkaError> {
         let partition = msg.partition() % self.speed_partitions;
         let payload = msg.to_bytes();
         let key = msg.partition().to_string();
@@ -386,9 +407,48 @@ impl Worker {
         Ok(())
     }
 
+    /// Notes (at most once a minute in the log) that Kafka is not
+    /// acknowledging: the worker keeps its states and tries again, with a
+    /// fresh producer (a new idempotent session: a restarted broker may
+    /// not know the old one) at most every few seconds.
+    fn outage(&mut self, e: &KafkaError) {
+        if self.last_rebuild.elapsed() >= Duration::from_secs(3) {
+            self.last_rebuild = Instant::now();
+            match producer_config(&self.config.brokers).create::<FutureProducer>() {
+                Ok(fresh) => {
+                    let old = std::mem::replace(&mut self.producer, fresh);
+                    // Dropping purges and joins the old client: not on a
+                    // runtime thread.
+                    std::thread::spawn(move || drop(old));
+                }
+                Err(e) => tracing::warn!(error = %e, "rebuilding the speed producer failed"),
+            }
+        }
+        if self
+            .last_outage_warning
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+        {
+            self.last_outage_warning = Some(Instant::now());
+            tracing::warn!(error = %e, "braid.speed is not acknowledging: states kept, epochs left open, publishing again until it does");
+        }
+    }
+
     /// Publishes every changed state as an absolute value, then each
-    /// partition's progress, and waits for the acknowledgements.
-    async fn publish(&mut self) -> Result<(), SpeedError> {
+    /// partition's progress, and waits for the acknowledgements. Says
+    /// whether all of it was acknowledged: what Kafka could not take (the
+    /// broker down or slow) stays marked changed, for the next call.
+    async fn publish(&mut self) -> Result<bool, SpeedError> {
+        while let Some(msg) = self.unsent.first() {
+            match self.try_send_control(msg).await {
+                Ok(()) => {
+                    self.unsent.remove(0);
+                }
+                Err(e) => {
+                    self.outage(&e);
+                    return Ok(false);
+                }
+            }
+        }
         let mut pending = Vec::new();
         let mut total_states = 0usize;
         for (&p, part) in &mut self.partitions {
@@ -398,7 +458,7 @@ impl Worker {
                 let Some(entry) = part.table.states.get(&key) else {
                     continue;
                 };
-                let (view, window_start, group, epoch_start) = key;
+                let (view, window_start, group, epoch_start) = key.clone();
                 let msg = SpeedMessage::State {
                     key: SpeedKey {
                         view: self.views.views[view].name.clone(),
@@ -412,7 +472,7 @@ impl Worker {
                     state: entry.state.clone(),
                     counters: entry.counters,
                 };
-                pending.push((target, msg));
+                pending.push((target, msg, p, Some(key)));
             }
             if std::mem::take(&mut part.progressed)
                 && let Some(next) = part.resume.next()
@@ -425,11 +485,15 @@ impl Worker {
                         next_offset: next,
                         max_event_ts: part.folder.max_event_ts(),
                     },
+                    p,
+                    None,
                 ));
             }
         }
         let mut deliveries = Vec::with_capacity(pending.len());
-        for (target, msg) in &pending {
+        let mut failed: Option<KafkaError> = None;
+        let mut refused: Option<(usize, KafkaError)> = None;
+        for (i, (target, msg, _, _)) in pending.iter().enumerate() {
             let key = match msg {
                 SpeedMessage::State { key, .. } => key.to_bytes(),
                 other => other.partition().to_string().into_bytes(),
@@ -443,7 +507,7 @@ impl Worker {
                         .payload(&payload),
                 ) {
                     Ok(d) => {
-                        deliveries.push(d);
+                        deliveries.push((i, d));
                         break;
                     }
                     Err((e, _))
@@ -455,19 +519,45 @@ impl Worker {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
-                        return Err(KafkaError::client("publishing to braid.speed", e).into());
+                        refused = Some((i, KafkaError::client("publishing to braid.speed", e)));
+                        break;
                     }
                 }
             }
+            if refused.is_some() {
+                break;
+            }
         }
-        for d in deliveries {
+        let mut undelivered = Vec::new();
+        if let Some((first, e)) = refused {
+            undelivered.extend(first..pending.len());
+            failed = Some(e);
+        }
+        for (i, d) in deliveries {
             match d.await {
                 Ok(Ok(_)) => self.stats.published += 1,
                 Ok(Err((e, _))) => {
-                    return Err(KafkaError::client("publishing to braid.speed", e).into());
+                    undelivered.push(i);
+                    failed = Some(KafkaError::client("publishing to braid.speed", e));
                 }
                 Err(_) => return Err(SpeedError::Internal("a delivery was cancelled".into())),
             }
+        }
+        if let Some(e) = failed {
+            // Absolute values: sending a state again later is harmless.
+            for i in undelivered {
+                let (_, _, p, key) = &pending[i];
+                if let Some(part) = self.partitions.get_mut(p) {
+                    match key {
+                        Some(k) => {
+                            part.table.dirty.insert(k.clone());
+                        }
+                        None => part.progressed = true,
+                    }
+                }
+            }
+            self.outage(&e);
+            return Ok(false);
         }
         if total_states > self.config.max_states
             && self
@@ -481,7 +571,7 @@ impl Worker {
                 "speed states over the configured limit: run a batch (braid batch run) so that older epochs can be dropped"
             );
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn seal_all(&mut self) -> Result<(), SpeedError> {
@@ -492,16 +582,25 @@ impl Worker {
                 .get(&p)
                 .is_some_and(|part| part.resume.next().is_some_and(|n| n > part.epoch_start));
             if advanced {
-                self.seal(p).await?;
+                self.seal(p, false).await?;
             }
         }
         Ok(())
     }
 
     /// Seals the open epoch of `p`: checkpoint, boundary registry, the
-    /// `Sealed` message, then the consumer position as a hint.
-    async fn seal(&mut self, p: i32) -> Result<(), SpeedError> {
-        self.publish().await?;
+    /// `Sealed` message, then the consumer position as a hint. While Kafka
+    /// is not acknowledging, a periodic seal is skipped (the epoch stays
+    /// open, so no sealed epoch lacks its published states); a `forced`
+    /// one (at a published batch cut, which an epoch must not straddle)
+    /// waits for Kafka.
+    async fn seal(&mut self, p: i32, forced: bool) -> Result<(), SpeedError> {
+        while !self.publish().await? {
+            if !forced {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let data_dir = self.config.data_dir.clone();
         let Some(part) = self.partitions.get_mut(&p) else {
             return Ok(());

@@ -38,9 +38,16 @@ async fn fetch(args: &CompareArgs, format: &str) -> Result<reqwest::Response> {
     );
     let mut params = args.params.clone();
     params.push(("format", format.to_string()));
-    let r = reqwest::Client::new()
-        .get(&url)
-        .query(&params)
+    answer(reqwest::Client::new().get(&url).query(&params), &url).await
+}
+
+/// Sends `request` (to `url`): a connection failure names the server to
+/// start, a refusal carries the serving layer's reason.
+pub(crate) async fn answer(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<reqwest::Response> {
+    let r = request
         .send()
         .await
         .with_context(|| format!("asking {url} (is `braid serve` or `braid up` running?)"))?;

@@ -564,6 +564,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "counters": report.tally.to_json(),
                         "records": report.records.values().sum::<u64>(),
                         "refused": report.refused,
+                        "archived": report.archived,
                         "differences": differences,
                     })
                 );

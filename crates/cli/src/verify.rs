@@ -138,6 +138,8 @@ pub struct Report {
     pub views: Vec<(String, usize, Option<String>)>,
     /// The differing windows.
     pub differences: Vec<Difference>,
+    /// Distinct records in the archive (`None`: no archive here).
+    pub archived: Option<u64>,
 }
 
 /// The log as the consumers take it: valid records in log order per
@@ -178,20 +180,7 @@ fn read_log(brokers: &str) -> Result<Log> {
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<reqwest::Response> {
-    let r = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("asking {url} (is `braid serve` or `braid up` running?)"))?;
-    if !r.status().is_success() {
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        bail!(
-            "{url}: {status}: {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    Ok(r)
+    crate::compare::answer(http.get(url), url).await
 }
 
 /// The serving layer's next offset per partition of the speed view.
@@ -489,10 +478,11 @@ fn compare_view(view: &ViewDef, served: &Served, model: &ModelView, report: &mut
     }
 }
 
-/// Archive checks against the log: gaps, duplicates, strangers.
-fn check_archive(data_dir: &Path, log: &Log, tally: &mut Tally) -> Result<()> {
+/// Archive checks against the log: gaps, duplicates, strangers; returns
+/// the distinct records archived.
+fn check_archive(data_dir: &Path, log: &Log, tally: &mut Tally) -> Result<Option<u64>> {
     if !data_dir.join("archive").exists() {
-        return Ok(());
+        return Ok(None);
     }
     let inventory = braid_batch::archive::inventory(data_dir)?;
     let mut seen: HashMap<(i32, i64, u32), u32> = HashMap::new();
@@ -527,7 +517,7 @@ fn check_archive(data_dir: &Path, log: &Log, tally: &mut Tally) -> Result<()> {
             .filter(|k| !seen.contains_key(k))
             .count() as u64,
     );
-    Ok(())
+    Ok(Some(seen.len() as u64))
 }
 
 /// One line of the acknowledged-readings file.
@@ -586,6 +576,7 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
         refused: log.refused,
         views: Vec::new(),
         differences: Vec::new(),
+        archived: None,
     };
     for r in &log.records {
         *report.records.entry(r.position.partition).or_default() += 1;
@@ -627,7 +618,7 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
         ));
     }
     grew(&served_progress(&http, &server).await?, &log.ends)?;
-    check_archive(&args.data_dir, &log, &mut report.tally)?;
+    report.archived = check_archive(&args.data_dir, &log, &mut report.tally)?;
     Ok(report)
 }
 
@@ -643,6 +634,9 @@ pub fn render(report: &Report, show: usize) -> String {
         report.records.len(),
         report.refused
     );
+    if let Some(n) = report.archived {
+        let _ = writeln!(s, "  archive: {n} of them archived so far");
+    }
     for (view, windows, run) in &report.views {
         let _ = writeln!(
             s,
@@ -726,6 +720,7 @@ aggregates = ["count", "sum"]
             refused: 0,
             views: Vec::new(),
             differences: Vec::new(),
+            archived: None,
         }
     }
 

@@ -4,7 +4,9 @@
 
 mod batch_kill;
 mod broker;
+mod cluster;
 mod e2e;
+mod faults;
 mod speed_kill;
 mod up;
 mod views;

@@ -1,0 +1,331 @@
+//! Braid's roles as real processes on loopback, for the end-to-end test
+//! and the fault suite: the embedded broker (file-backed), the ingest
+//! gateway, an archiver, a speed worker and a serving replica, each of
+//! which can be killed with SIGKILL, stopped and started again on the
+//! same data directory; the simulator over HTTP; `braid batch run` and
+//! `braid verify` as a user runs them.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The view definitions every role uses.
+pub const VIEWS: &str = "data/views.toml";
+
+/// The roles, in start order.
+pub const ROLES: [&str; 5] = ["broker", "ingest", "archive", "speed", "serve"];
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// Waits until something listens on `addr`; the time it took.
+pub fn wait_listening(addr: &str, role: &str) -> Duration {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{role} never listened on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t.elapsed()
+}
+
+/// `braid ARGS` from the project root, to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .env_remove("BRAID_BROKERS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("braid runs")
+}
+
+/// How the roles are set up.
+pub struct Setup {
+    /// Partitions of braid.readings.
+    pub partitions: i32,
+    /// The archiver's roll age.
+    pub roll_age: &'static str,
+    /// The speed layer's checkpoint interval.
+    pub checkpoint_interval: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            partitions: 4,
+            roll_age: "5s",
+            checkpoint_interval: "2s",
+        }
+    }
+}
+
+/// Running roles on one data directory.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    /// The data directory.
+    pub data: String,
+    /// The broker's address.
+    pub brokers: String,
+    /// The gateway's address.
+    pub ingest: String,
+    /// The serving replica's address.
+    pub serve: String,
+    setup: Setup,
+    roles: BTreeMap<&'static str, Child>,
+    starts: BTreeMap<&'static str, u32>,
+}
+
+impl Cluster {
+    /// Starts every role and waits for the broker, gateway and replica to
+    /// listen.
+    pub fn start(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf-8 path").to_string();
+        let mut c = Self {
+            dir,
+            data,
+            brokers: free_addr(),
+            ingest: free_addr(),
+            serve: free_addr(),
+            setup,
+            roles: BTreeMap::new(),
+            starts: BTreeMap::new(),
+        };
+        for role in ROLES {
+            c.spawn(role);
+            if role == "broker" {
+                wait_listening(&c.brokers.clone(), "the broker");
+            }
+        }
+        wait_listening(&c.ingest.clone(), "the gateway");
+        wait_listening(&c.serve.clone(), "the serving layer");
+        c
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The serving layer's URL.
+    pub fn server(&self) -> String {
+        format!("http://{}", self.serve)
+    }
+
+    /// Where the simulator writes what was acknowledged.
+    pub fn acked(&self) -> PathBuf {
+        self.dir().join("acked.ndjson")
+    }
+
+    fn args(&self, role: &str) -> Vec<String> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (b, d) = (self.brokers.as_str(), self.data.as_str());
+        match role {
+            "broker" => s(&[
+                "broker",
+                "--broker-listen",
+                b,
+                "--data-dir",
+                d,
+                "--partitions",
+                &self.setup.partitions.to_string(),
+            ]),
+            "ingest" => s(&["ingest", "--brokers", b, "--http", &self.ingest]),
+            "archive" => s(&[
+                "archive",
+                "--brokers",
+                b,
+                "--data-dir",
+                d,
+                "--roll-age",
+                self.setup.roll_age,
+            ]),
+            "speed" => s(&[
+                "speed",
+                "--brokers",
+                b,
+                "--data-dir",
+                d,
+                "--views",
+                VIEWS,
+                "--checkpoint-interval",
+                self.setup.checkpoint_interval,
+            ]),
+            "serve" => s(&[
+                "serve",
+                "--brokers",
+                b,
+                "--data-dir",
+                d,
+                "--views",
+                VIEWS,
+                "--http",
+                &self.serve,
+            ]),
+            other => panic!("no role {other}"),
+        }
+    }
+
+    /// Starts `role` (again), its output in `<data>/<role>-<n>.log`.
+    pub fn spawn(&mut self, role: &'static str) {
+        let n = self.starts.entry(role).or_default();
+        *n += 1;
+        let log = self.dir.path().join(format!("{role}-{n}.log"));
+        let out = std::fs::File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(self.args(role))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .env_remove("BRAID_BROKERS")
+            .env(
+                "BRAID_LOG",
+                "info,tansu=warn,librdkafka=error,rdkafka=error",
+            )
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("braid {role}: {e}"));
+        self.roles.insert(role, child);
+    }
+
+    /// Kills `role` with SIGKILL.
+    pub fn kill(&mut self, role: &'static str) {
+        if let Some(mut c) = self.roles.remove(role) {
+            c.kill().expect("kill -9");
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops `role` with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self, role: &'static str) {
+        if let Some(mut c) = self.roles.remove(role) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while c.try_wait().ok().flatten().is_none() {
+                if t.elapsed() > Duration::from_secs(30) {
+                    let _ = c.kill();
+                    panic!("{role} did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// What every start of `role` logged.
+    pub fn logs(&self, role: &str) -> String {
+        let n = self.starts.get(role).copied().unwrap_or(0);
+        (1..=n)
+            .map(|i| {
+                std::fs::read_to_string(self.dir().join(format!("{role}-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// `braid simulate` over HTTP to the gateway, writing acknowledged
+    /// readings to [`Cluster::acked`], with `extra` flags.
+    pub fn simulate(&self, extra: &[&str]) -> Child {
+        let log = std::fs::File::create(self.dir().join("simulate.log")).expect("log");
+        let err = log.try_clone().expect("log");
+        Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(["simulate", "--http-target"])
+            .arg(format!("http://{}", self.ingest))
+            .arg("--acked")
+            .arg(self.acked())
+            .args(extra)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .env("BRAID_LOG", "info")
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("braid simulate")
+    }
+
+    /// `braid batch run`, as cron runs it; panics if it fails.
+    pub fn batch_run(&self) {
+        let out = run(&["batch", "run", "--data-dir", &self.data, "--views", VIEWS]);
+        assert!(
+            out.status.success(),
+            "braid batch run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `braid verify --format json` against `acked`: exit code and report.
+    pub fn verify(&self, acked: &Path) -> (Option<i32>, Value) {
+        let acked = acked.to_str().expect("path");
+        let out = run(&[
+            "verify",
+            "--brokers",
+            &self.brokers,
+            "--server",
+            &self.server(),
+            "--data-dir",
+            &self.data,
+            "--views",
+            VIEWS,
+            "--acked",
+            acked,
+            "--wait",
+            "120s",
+            "--format",
+            "json",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let report: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+            panic!(
+                "braid verify printed no report ({}): {text}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), report)
+    }
+
+    /// Verifies and asserts every counter is zero; returns the report.
+    pub fn verify_clean(&self, case: &str) -> Value {
+        let (code, report) = self.verify(&self.acked());
+        println!("{case}: braid verify: {}", report["counters"]);
+        for (name, value) in report["counters"].as_object().expect("counters") {
+            assert_eq!(value, &Value::from(0), "{case}: {name}: {report}");
+        }
+        assert_eq!(code, Some(0), "{case}: {report}");
+        report
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.roles.values_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            // Keep the logs and data of a failed case for a look.
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!(
+                "the roles' logs and data are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+}
+
+/// Runs `f` at `secs` after `start` (at once if that has passed).
+pub fn at(start: Instant, secs: f64) {
+    let due = Duration::from_secs_f64(secs);
+    if let Some(rest) = due.checked_sub(start.elapsed()) {
+        std::thread::sleep(rest);
+    }
+}
