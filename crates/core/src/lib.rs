@@ -12,7 +12,7 @@
 //!   order, for both layers.
 //! - [`merge`]: the exact batch ⊕ speed merge in log positions;
 //!   [`speedlog`]: the wire format of `braid.speed`.
-//! - [`reference`]: every view recomputed from scratch from the log, the
+//! - [`reference`](mod@reference): every view recomputed from scratch from the log, the
 //!   plain model `braid verify` and the tests check the layers against.
 //!
 //! What this crate deliberately does not do: IO of any kind. No clock is
