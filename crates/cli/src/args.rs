@@ -152,7 +152,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub acked: Option<PathBuf>,
 
-    /// Stop after this long (e.g. 60s; default: at Ctrl-C).
+    /// Stop the fleet after this long (e.g. 60s; default: at Ctrl-C).
     #[arg(long, value_parser = parse_duration_ms)]
     pub duration: Option<i64>,
 }

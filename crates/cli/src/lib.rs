@@ -142,10 +142,12 @@ enum Command {
         output: Option<PathBuf>,
     },
     /// Check the whole system against a from-scratch recomputation of
-    /// braid.readings: prints lost_acked, duplicate_in_view, view_mismatch,
-    /// archive_gap, archive_dup_offset and each window that differs. Run it
-    /// when producers are quiet. Exit codes: 0 every counter zero, 1 a
-    /// counter is not zero, 2 the check could not be made.
+    /// braid.readings.
+    ///
+    /// Prints lost_acked, duplicate_in_view, view_mismatch, archive_gap,
+    /// archive_dup_offset and each window that differs. Run it when
+    /// producers are quiet. Exit codes: 0 every counter zero, 1 a counter is
+    /// not zero, 2 the check could not be made.
     Verify {
         #[command(flatten)]
         kafka: KafkaArgs,
