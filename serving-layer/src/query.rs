@@ -326,24 +326,23 @@ fn row(
     }
 }
 
+/// The counters every row carries, in the order of CSV and Arrow answers.
+pub const COUNTERS: [&str; 6] = [
+    "readings",
+    "readings_batch",
+    "readings_speed",
+    "late_readings",
+    "pending_historical",
+    "duplicates_dropped",
+];
+
 /// Rows as CSV: a header of every field, then one line per row.
 pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
     let mut header: Vec<String> = vec!["window_start".into(), "window_end".into()];
     header.extend(view.group_by.iter().cloned());
     header.extend(view.columns().iter().map(|c| c.name().to_string()));
-    header.extend(
-        [
-            "source",
-            "state",
-            "readings",
-            "readings_batch",
-            "readings_speed",
-            "late_readings",
-            "pending_historical",
-            "duplicates_dropped",
-        ]
-        .map(String::from),
-    );
+    header.extend(["source", "state"].map(String::from));
+    header.extend(COUNTERS.map(String::from));
     if view.expected_devices.is_some() {
         header.extend(["reporting_devices", "expected_devices", "completeness"].map(String::from));
     }

@@ -35,6 +35,7 @@ use braid_core::reference::{ModelView, recompute};
 use braid_core::{Column, Position, Record, ViewDef, ViewSet};
 use braid_kafka::Topics;
 use braid_kafka::drain::drain_topic;
+use braid_serving::query::COUNTERS;
 use rdkafka::Message;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -256,15 +257,6 @@ struct ServedRow {
     values: Vec<Option<f64>>,
     counters: [u64; 6],
 }
-
-const COUNTERS: [&str; 6] = [
-    "readings",
-    "readings_batch",
-    "readings_speed",
-    "late_readings",
-    "pending_historical",
-    "duplicates_dropped",
-];
 
 type Served = BTreeMap<(i64, GroupKey), ServedRow>;
 
