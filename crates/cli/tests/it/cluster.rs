@@ -103,7 +103,17 @@ impl Cluster {
         for role in ROLES {
             c.spawn(role);
             if role == "broker" {
-                wait_listening(&c.brokers.clone(), "the broker");
+                // Listening is not enough: the gateway needs the topics,
+                // which the broker creates before it says it listens.
+                let t = Instant::now();
+                while !c.logs("broker").contains("braid broker: listening") {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(60),
+                        "the broker never started: {}",
+                        c.logs("broker")
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
         wait_listening(&c.ingest.clone(), "the gateway");
