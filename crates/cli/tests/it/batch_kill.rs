@@ -1,7 +1,8 @@
 //! `kill -9` of `braid batch run` at points all through a run: `CURRENT`
 //! always names a complete, readable run (the previous good one until a new
-//! one is whole), the lock dies with the process, and the next run cleans
-//! up what the killed one left.
+//! one is whole), the lock dies with the process, the next run cleans up
+//! what the killed one left, and writes the very bytes of an uninterrupted
+//! run (fault suite case 6).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -68,6 +69,14 @@ fn a_killed_batch_run_leaves_current_on_a_good_run() {
         .unwrap()
         .unwrap()
         .windows;
+    let bytes = |run: &str, view: &str| {
+        std::fs::read(layout.run(view, run).join("part-0.parquet")).expect("the run's file")
+    };
+    let uninterrupted: Vec<Vec<u8>> = set
+        .views
+        .iter()
+        .map(|v| bytes(&current_run(&layout, &v.name).unwrap().unwrap(), &v.name))
+        .collect();
 
     for k in 1..=5u32 {
         let mut child = batch_run(dir.path());
@@ -87,6 +96,16 @@ fn a_killed_batch_run_leaves_current_on_a_good_run() {
         batch_run(dir.path()).wait().expect("wait").success(),
         "the lock died with the killed run"
     );
+    // The re-run after the kills writes the very bytes of the first,
+    // uninterrupted run.
+    for (v, want) in set.views.iter().zip(&uninterrupted) {
+        let run = current_run(&layout, &v.name).unwrap().unwrap();
+        assert!(
+            bytes(&run, &v.name) == *want,
+            "view {}: run {run} differs from {first}",
+            v.name
+        );
+    }
     for v in &set.views {
         let leftovers: Vec<_> = std::fs::read_dir(layout.view(&v.name))
             .unwrap()
