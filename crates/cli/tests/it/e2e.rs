@@ -2,11 +2,11 @@
 //! broker, the ingest gateway, an archiver, a speed worker and a serving
 //! replica, fed for a minute over HTTP by the simulator with 10%
 //! out-of-order, 5% outdated, 1% historical and 2% duplicate readings. Two
-//! batch runs happen during it and the speed worker is killed with
-//! SIGKILL and started again once. Then `braid verify` must report every
-//! counter at zero (and must catch a reading acknowledged but never
-//! written), and `braid compare` must show no difference where both
-//! layers hold the same readings.
+//! batch runs happen during it (the second with imported history) and the
+//! speed worker is killed with SIGKILL and started again once. Then `braid
+//! verify` must report every counter at zero (and must catch a reading
+//! acknowledged but never written), and `braid compare` must show no
+//! difference where both layers hold the same readings.
 
 use std::time::Instant;
 
@@ -44,6 +44,29 @@ fn a_minute_of_traffic_with_a_killed_speed_worker_verifies_clean() {
     at(started, 28.0);
     c.kill("speed");
     c.spawn("speed");
+    // History backfilled straight into the archive: the next batch run
+    // includes it, and verify must count it from the run's manifest.
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 86_400_000;
+    let csv: String = std::iter::once("device_id,metric,ts,value\n".to_string())
+        .chain((0..50).map(|i| format!("carpark-old,occupancy,{},{}\n", day_ago + i * 60_000, i)))
+        .collect();
+    let history = c.dir().join("history.csv");
+    std::fs::write(&history, csv).expect("csv");
+    let out = run(&[
+        "import",
+        history.to_str().expect("path"),
+        "--data-dir",
+        &c.data,
+    ]);
+    assert!(
+        out.status.success(),
+        "braid import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     at(started, 45.0);
     c.batch_run();
     let status = sim.wait().expect("simulator");
