@@ -8,10 +8,11 @@
 //! member died; workers now leave and rejoin a group that leaves them
 //! without partitions (see `braid_kafka::rebalance`), and a lone worker
 //! killed and restarted recovers that way (the end-to-end test). With two
-//! workers the survivor is assigned partitions again but its loop has
-//! stopped: its last checkpoint is written about when its peer dies, and
-//! its threads sit idle, awaiting (its log, `b.log` in the data directory,
-//! shows the revocation and the new assignment, then nothing). Run it with
+//! workers the survivor's partitions are revoked when the dead member's
+//! session expires and two are assigned to it again, but no message of
+//! them ever arrives (no restore is logged; its log, `b.log` in the data
+//! directory, shows the revocation and the new assignment, then nothing).
+//! Run it with
 //! `cargo nextest run -p braid --run-ignored all speed_kill` to see it.
 
 use std::process::{Child, Command, Stdio};
@@ -64,7 +65,7 @@ fn batch(round: u64, n: usize, now: i64) -> Vec<Reading> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "with two workers on tansu 0.6 the survivor stops folding when its peer is killed (see the module docs)"]
+#[ignore = "with two workers on tansu 0.6 the survivor receives nothing from its partitions after the rebalance (see the module docs)"]
 async fn a_killed_worker_loses_nothing_and_counts_nothing_twice() {
     init_tracing();
     let broker = memory_broker().await;
