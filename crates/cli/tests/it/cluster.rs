@@ -232,6 +232,11 @@ impl Cluster {
         }
     }
 
+    /// The process id of `role`, while it runs.
+    pub fn pid(&self, role: &str) -> Option<u32> {
+        self.roles.get(role).map(Child::id)
+    }
+
     /// What every start of `role` logged.
     pub fn logs(&self, role: &str) -> String {
         let n = self.starts.get(role).copied().unwrap_or(0);
