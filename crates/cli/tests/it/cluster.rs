@@ -56,6 +56,8 @@ pub struct Setup {
     pub roll_age: &'static str,
     /// The speed layer's checkpoint interval.
     pub checkpoint_interval: &'static str,
+    /// The data directory (absent: a fresh temporary one).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Setup {
@@ -64,13 +66,17 @@ impl Default for Setup {
             partitions: 4,
             roll_age: "5s",
             checkpoint_interval: "2s",
+            data_dir: None,
         }
     }
 }
 
 /// Running roles on one data directory.
 pub struct Cluster {
-    dir: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
+    /// Logs and the test's own files.
+    root: PathBuf,
+    data_dir: PathBuf,
     /// The data directory.
     pub data: String,
     /// The broker's address.
@@ -88,10 +94,15 @@ impl Cluster {
     /// Starts every role and waits for the broker, gateway and replica to
     /// listen.
     pub fn start(setup: Setup) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().to_str().expect("utf-8 path").to_string();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        let data_dir = setup.data_dir.clone().unwrap_or_else(|| root.clone());
+        std::fs::create_dir_all(&data_dir).expect("the data directory");
+        let data = data_dir.to_str().expect("utf-8 path").to_string();
         let mut c = Self {
-            dir,
+            tmp: Some(tmp),
+            root,
+            data_dir,
             data,
             brokers: free_addr(),
             ingest: free_addr(),
@@ -121,9 +132,15 @@ impl Cluster {
         c
     }
 
-    /// The data directory.
+    /// Where the roles' logs and the test's own files go (the data
+    /// directory too, unless the setup names another).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.root
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The serving layer's URL.
@@ -189,7 +206,7 @@ impl Cluster {
     pub fn spawn(&mut self, role: &'static str) {
         let n = self.starts.entry(role).or_default();
         *n += 1;
-        let log = self.dir.path().join(format!("{role}-{n}.log"));
+        let log = self.root.join(format!("{role}-{n}.log"));
         let out = std::fs::File::create(&log).expect("log");
         let err = out.try_clone().expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_braid"))
@@ -229,6 +246,18 @@ impl Cluster {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+
+    /// Whether `role` is still running (reaped if it exited).
+    pub fn running(&mut self, role: &'static str) -> bool {
+        match self.roles.get_mut(role).map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                self.roles.remove(role);
+                false
+            }
+            None => false,
         }
     }
 
@@ -328,10 +357,12 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             // Keep the logs and data of a failed case for a look.
-            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            if let Some(t) = self.tmp.take() {
+                let _ = t.keep();
+            }
             eprintln!(
                 "the roles' logs and data are kept in {}",
-                dir.keep().display()
+                self.root.display()
             );
         }
     }
