@@ -45,11 +45,16 @@ fn schedule(seed: u64, n: usize, from: f64, to: f64, gap: f64) -> Vec<f64> {
         .collect()
 }
 
-fn post(url: &str, body: &Value, timeout: Duration) -> Result<(u16, Option<String>), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A runtime for the few async HTTP calls of a case.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .expect("runtime")
+}
+
+fn post(url: &str, body: &Value, timeout: Duration) -> Result<(u16, Option<String>), String> {
+    let rt = runtime();
     rt.block_on(async {
         let r = reqwest::Client::new()
             .post(url)
@@ -417,10 +422,7 @@ fn case_7_every_reading_twice() {
     ]);
     finish(sim);
     verify_all_clean(&c, case);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let v: Value = rt.block_on(async {
         reqwest::get(format!("{}/v1/views/device_summary", c.server()))
             .await
@@ -447,10 +449,7 @@ fn now_ms() -> i64 {
 }
 
 fn get_json(url: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         reqwest::get(url)
             .await
@@ -582,10 +581,7 @@ fn case_9_future_timestamps_and_precision_edges() {
     let c = Cluster::start(Setup::default());
     let base = format!("http://{}", c.ingest);
     let now = now_ms();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let send = |path: &str, body: String| -> (u16, String) {
         rt.block_on(async {
             let r = reqwest::Client::new()
@@ -728,10 +724,7 @@ fn case_10_oversized_malformed_and_slow_clients() {
         "{case}: {head:?} after {sent} bytes"
     );
     // Malformed bodies: 400, never a 5xx.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     for body in [
         "{",
         "[1,2",
