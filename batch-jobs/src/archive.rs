@@ -213,11 +213,26 @@ pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
 
 /// The next offset to archive for partition `p`, from its marked rolls
 /// (`None`: nothing of it archived yet).
+/// Only the marker names of that partition are read, not every roll's
+/// listing: this runs at each assignment.
 pub fn next_offset(data_dir: &Path, p: i32) -> Result<Option<i64>, BatchError> {
-    Ok(marked_rolls(data_dir)?
-        .get(&p)
-        .and_then(|rolls| rolls.last())
-        .map(|r| r.last + 1))
+    let dir = data_dir.join(format!("archive/rolls/partition={p}"));
+    Ok(markers(&dir)?.iter().map(|(_, _, last)| last + 1).max())
+}
+
+/// The roll markers in a partition's marker folder, with their ranges.
+fn markers(pdir: &Path) -> Result<Vec<(PathBuf, i64, i64)>, BatchError> {
+    Ok(read_dir(pdir)?
+        .into_iter()
+        .filter(|m| m.extension().is_some_and(|e| e == "roll"))
+        .filter_map(|m| {
+            let (first, last) = m
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(parse_range)?;
+            Some((m, first, last))
+        })
+        .collect())
 }
 
 /// One roll of a partition, as its marker lists it.
@@ -245,17 +260,7 @@ fn marked_rolls(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError>
             continue;
         };
         let mut rolls = Vec::new();
-        for marker in read_dir(&pdir)? {
-            if marker.extension().is_none_or(|e| e != "roll") {
-                continue;
-            }
-            let Some((first, last)) = marker
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(parse_range)
-            else {
-                continue;
-            };
+        for (marker, first, last) in markers(&pdir)? {
             let listed = fs::read_to_string(&marker).map_err(io(&marker))?;
             let files = listed
                 .lines()

@@ -394,8 +394,14 @@ fn describe(view: &ViewDef, served: &ServedRow, model: &ServedRow) -> String {
 }
 
 /// Imports the batch run included, as records of pseudo-partitions of
-/// their own (below every real one), in file order.
-fn imports_of(data_dir: &Path, view: &str, run_id: &str) -> Result<Vec<Record>> {
+/// their own (below every real one), in file order. Each import is read
+/// once into `cache`, whichever views' runs include it.
+fn imports_of(
+    data_dir: &Path,
+    view: &str,
+    run_id: &str,
+    cache: &mut HashMap<String, Vec<Record>>,
+) -> Result<Vec<Record>> {
     let layout = braid_store::Layout::new(data_dir);
     let manifest = braid_store::views::read_manifest(&layout, view, run_id).with_context(|| {
         format!(
@@ -411,18 +417,21 @@ fn imports_of(data_dir: &Path, view: &str, run_id: &str) -> Result<Vec<Record>> 
         .with_context(|| format!("listing imports under {}", data_dir.display()))?;
     let mut out = Vec::new();
     for (k, id) in manifest.imports.iter().enumerate() {
-        let files = complete
-            .get(id)
-            .with_context(|| format!("import {id} of run {run_id} is gone"))?;
-        let mut records = Vec::new();
-        for f in files {
-            records.extend(braid_batch::archive::read_records(f)?);
+        if !cache.contains_key(id) {
+            let files = complete
+                .get(id)
+                .with_context(|| format!("import {id} of run {run_id} is gone"))?;
+            let mut records = Vec::new();
+            for f in files {
+                records.extend(braid_batch::archive::read_records(f)?);
+            }
+            records.sort_by_key(|r| (r.position.offset, r.position.index));
+            cache.insert(id.clone(), records);
         }
-        records.sort_by_key(|r| (r.position.offset, r.position.index));
-        for mut r in records {
+        out.extend(cache[id].iter().cloned().map(|mut r| {
             r.position.partition = i32::MIN + k as i32;
-            out.push(r);
-        }
+            r
+        }));
     }
     Ok(out)
 }
@@ -581,10 +590,11 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
         log.records.len()
     ));
     wait_for_serving(&http, &server, &log.ends, args.wait).await?;
+    let mut imported = HashMap::new();
     for view in &args.views.views {
         let (header, served) = served_view(&http, &server, view).await?;
         let imports = match &header {
-            Some(h) => imports_of(&args.data_dir, &view.name, &h.run_id)?,
+            Some(h) => imports_of(&args.data_dir, &view.name, &h.run_id, &mut imported)?,
             None => Vec::new(),
         };
         let cut = header.as_ref().map(|h| h.cut.clone()).unwrap_or_default();
