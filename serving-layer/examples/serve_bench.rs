@@ -143,6 +143,7 @@ async fn main() {
         batch: BatchViews::new(layout),
         http: metrics::HttpMetrics::default(),
         openapi: serde_json::from_str(OPENAPI).unwrap(),
+        tokens: None,
     });
 
     let path = format!(

@@ -37,6 +37,10 @@ pub enum ServingError {
     /// The answer cannot meet the query's contract.
     #[error("contract not met: {0}")]
     Contract(String),
+    /// The server has read tokens and the request's is missing, unknown,
+    /// revoked, or does not cover what it asks.
+    #[error(transparent)]
+    Auth(#[from] braid_ingest::auth::AuthError),
     /// A stored batch view could not be read, or the merge found a broken
     /// invariant.
     #[error("{0}")]
@@ -52,6 +56,7 @@ impl ServingError {
             Self::UnknownView(_) => StatusCode::NOT_FOUND,
             Self::BadParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Contract(_) => StatusCode::CONFLICT,
+            Self::Auth(e) => braid_ingest::gateway::errors::auth_status(e),
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,8 +101,9 @@ fn view_answer(
     s: &Serving,
     name: &str,
     q: &HashMap<String, String>,
+    authorization: Option<&str>,
 ) -> Result<warp::reply::Response, ServingError> {
-    let (view, query) = query_of(s, name, q)?;
+    let (view, query) = query_of(s, name, q, authorization)?;
     let source = query.source;
     if source == SourceFilter::Batch && s.batch.cached(&view.name).is_none() {
         return Err(ServingError::Contract(match s.batch.stale(&view.name) {
@@ -244,16 +250,38 @@ fn batch_json(b: &braid_store::views::BatchView) -> Value {
     })
 }
 
-/// The view and the range, device and metric of a query.
+/// Checks a read of `device` (`None`: every device) of `view` against the
+/// server's read tokens, if it has some. A view not grouped by device
+/// mixes every device's readings, so only a token for every device reads it.
+fn authorize_read(
+    s: &Serving,
+    authorization: Option<&str>,
+    view: &braid_core::ViewDef,
+    device: Option<&str>,
+) -> Result<(), ServingError> {
+    use braid_ingest::auth::Tokens;
+    let Some(tokens) = &s.tokens else {
+        return Ok(());
+    };
+    let entry = tokens.authenticate(authorization)?;
+    let by_device = view.group_by.iter().any(|g| g == "device_id");
+    Tokens::check_read(&entry, device.filter(|_| by_device))?;
+    Ok(())
+}
+
+/// The view and the range, device and metric of a query, once its token
+/// (if the server has tokens) may read them.
 fn query_of<'a>(
     s: &'a Serving,
     name: &str,
     q: &HashMap<String, String>,
+    authorization: Option<&str>,
 ) -> Result<(&'a braid_core::ViewDef, Query), ServingError> {
     let view = s
         .views
         .get(name)
         .ok_or_else(|| ServingError::UnknownView(name.to_string()))?;
+    authorize_read(s, authorization, view, q.get("device").map(String::as_str))?;
     let source = match q.get("source").map(String::as_str) {
         None | Some("merged") => SourceFilter::Merged,
         Some("speed") => SourceFilter::Speed,
@@ -286,8 +314,9 @@ fn compare_answer(
     s: &Serving,
     name: &str,
     q: &HashMap<String, String>,
+    authorization: Option<&str>,
 ) -> Result<warp::reply::Response, ServingError> {
-    let (view, query) = query_of(s, name, q)?;
+    let (view, query) = query_of(s, name, q, authorization)?;
     let (rows, summary, batch) = {
         let table = s
             .feed
@@ -471,15 +500,20 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::path!("v1" / "views"))
         .and(with.clone())
         .map(|s: Arc<Serving>| warp::reply::json(&views_list(&s)).into_response());
-    let view = warp::get()
-        .and(warp::path!("v1" / "views" / String))
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with.clone())
-        .and_then(
-            |name: String, q: HashMap<String, String>, s: Arc<Serving>| async move {
-                view_answer(&s, &name, &q).map_err(warp::reject::custom)
-            },
-        );
+    let view =
+        warp::get()
+            .and(warp::path!("v1" / "views" / String))
+            .and(warp::query::<HashMap<String, String>>())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(with.clone())
+            .and_then(
+                |name: String,
+                 q: HashMap<String, String>,
+                 auth: Option<String>,
+                 s: Arc<Serving>| async move {
+                    view_answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
+                },
+            );
     let status_route = warp::get()
         .and(warp::path!("v1" / "status"))
         .and(with.clone())
@@ -501,15 +535,20 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                 .into_response()
             }
         });
-    let compare_route = warp::get()
-        .and(warp::path!("v1" / "compare" / String))
-        .and(warp::query::<HashMap<String, String>>())
-        .and(with.clone())
-        .and_then(
-            |name: String, q: HashMap<String, String>, s: Arc<Serving>| async move {
-                compare_answer(&s, &name, &q).map_err(warp::reject::custom)
-            },
-        );
+    let compare_route =
+        warp::get()
+            .and(warp::path!("v1" / "compare" / String))
+            .and(warp::query::<HashMap<String, String>>())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(with.clone())
+            .and_then(
+                |name: String,
+                 q: HashMap<String, String>,
+                 auth: Option<String>,
+                 s: Arc<Serving>| async move {
+                    compare_answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
+                },
+            );
     let metrics_route = warp::get()
         .and(warp::path!("metrics"))
         .and(with.clone())
@@ -555,22 +594,36 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed()
 }
 
+/// The JSON reply for an error (with `WWW-Authenticate` when a token is
+/// wanted).
+fn error_reply(e: &ServingError) -> warp::reply::Response {
+    let mut resp = warp::reply::with_status(
+        warp::reply::json(&json!({ "error": e.to_string() })),
+        e.status(),
+    )
+    .into_response();
+    if matches!(e, ServingError::Auth(a) if a.is_unauthenticated()) {
+        resp.headers_mut().insert(
+            warp::http::header::WWW_AUTHENTICATE,
+            warp::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
 async fn recover_own(r: warp::Rejection) -> Result<warp::reply::Response, warp::Rejection> {
     match r.find::<ServingError>() {
-        Some(e) => Ok(warp::reply::with_status(
-            warp::reply::json(&json!({ "error": e.to_string() })),
-            e.status(),
-        )
-        .into_response()),
+        Some(e) => Ok(error_reply(e)),
         None => Err(r),
     }
 }
 
 /// Turns any rejection into a JSON error with the right status.
 pub async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
-    let (status, msg) = if let Some(e) = r.find::<ServingError>() {
-        (e.status(), e.to_string())
-    } else if r.is_not_found() {
+    if let Some(e) = r.find::<ServingError>() {
+        return Ok(error_reply(e));
+    }
+    let (status, msg) = if r.is_not_found() {
         (StatusCode::NOT_FOUND, "no such route".to_string())
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         (

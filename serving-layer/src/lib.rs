@@ -43,6 +43,9 @@ pub struct ServingConfig {
     /// OpenAPI `paths` of other routes served beside these (the ingest
     /// routes in `braid up`), added to `/openapi.json`.
     pub openapi_extra: Option<serde_json::Value>,
+    /// Read tokens: when set, views and comparisons need a token with
+    /// `read` access covering the devices asked for.
+    pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
 }
 
 /// The OpenAPI document of the query routes.
@@ -60,6 +63,8 @@ pub struct Serving {
     pub http: metrics::HttpMetrics,
     /// The OpenAPI document `/openapi.json` serves.
     pub openapi: serde_json::Value,
+    /// Read tokens (see [`ServingConfig::tokens`]).
+    pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
 }
 
 /// Why serving stopped.
@@ -99,6 +104,7 @@ pub fn start(
         batch: batch::BatchViews::new(braid_store::Layout::new(&config.data_dir)),
         http: metrics::HttpMetrics::default(),
         openapi,
+        tokens: config.tokens.clone(),
     }))
 }
 

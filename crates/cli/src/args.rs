@@ -58,6 +58,11 @@ pub struct IngestArgs {
     #[arg(long, env = "BRAID_MAX_INFLATED_BYTES", default_value_t = 16 << 20)]
     pub max_inflated_bytes: usize,
 
+    /// Body bytes all write requests in flight may hold together; beyond,
+    /// writes get 503 with Retry-After before their body is read.
+    #[arg(long, env = "BRAID_MAX_IN_FLIGHT_BYTES", default_value_t = 64 << 20)]
+    pub max_in_flight_bytes: usize,
+
     /// How far ahead of the clock an event time may be (e.g. 1h).
     #[arg(long, env = "BRAID_MAX_FUTURE", default_value = "1h", value_parser = parse_duration_ms)]
     pub max_future: i64,
@@ -67,15 +72,53 @@ pub struct IngestArgs {
     #[arg(long, env = "BRAID_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
     pub ack_timeout: i64,
 
-    /// Accept unauthenticated writes on an address beyond loopback.
+    /// Who may write (and read, where the routes are served together).
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// Who may write and read.
+#[derive(Args, Clone, Debug)]
+pub struct AccessArgs {
+    /// Accept requests without tokens on an address beyond loopback.
     #[arg(long, env = "BRAID_INSECURE")]
     pub insecure: bool,
 
-    /// Ingest tokens (TOML, secrets stored hashed; `braid token new` adds
-    /// one): writes then need `Authorization: Bearer <token>` and may only
-    /// name the token's devices.
+    /// Tokens (TOML, secrets stored hashed; `braid token new` adds one,
+    /// `braid token revoke` revokes one; changes apply within a second):
+    /// writes then need `Authorization: Bearer <token>` with `write`
+    /// access for the readings' devices, and view queries one with `read`
+    /// access for the devices asked for.
     #[arg(long, env = "BRAID_TOKENS")]
     pub tokens: Option<std::path::PathBuf>,
+}
+
+impl AccessArgs {
+    /// The tokens file read, if one is given.
+    pub fn load(
+        &self,
+    ) -> Result<Option<std::sync::Arc<braid_ingest::auth::Tokens>>, braid_ingest::auth::TokensError>
+    {
+        self.tokens
+            .as_deref()
+            .map(|path| braid_ingest::auth::Tokens::load(path).map(std::sync::Arc::new))
+            .transpose()
+    }
+
+    /// Refuses to listen on `addr` beyond loopback without tokens, unless
+    /// told `--insecure`.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), braid_ingest::IngestRunError> {
+        braid_ingest::check_exposure(addr, self.insecure, self.tokens.is_some())
+    }
+}
+
+/// Parses a token's access: `write` or `read`.
+pub fn parse_access(s: &str) -> Result<braid_ingest::auth::Access, String> {
+    match s {
+        "write" => Ok(braid_ingest::auth::Access::Write),
+        "read" => Ok(braid_ingest::auth::Access::Read),
+        other => Err(format!("`{other}` is not write or read")),
+    }
 }
 
 /// Parses a duration such as `500ms`, `10s` or `2m` into milliseconds.
@@ -91,10 +134,7 @@ impl IngestArgs {
         brokers: String,
         http: SocketAddr,
     ) -> Result<braid_ingest::IngestConfig, braid_ingest::auth::TokensError> {
-        let tokens = match &self.tokens {
-            Some(path) => Some(std::sync::Arc::new(braid_ingest::auth::Tokens::load(path)?)),
-            None => None,
-        };
+        let tokens = self.access.load()?;
         Ok(braid_ingest::IngestConfig {
             brokers,
             http,
@@ -105,9 +145,10 @@ impl IngestArgs {
                     max_future_ms: self.max_future,
                 },
                 tokens,
+                max_in_flight_bytes: self.max_in_flight_bytes,
             },
             ack_timeout: std::time::Duration::from_millis(self.ack_timeout.max(1) as u64),
-            insecure: self.insecure,
+            insecure: self.access.insecure,
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct CompareArgs {
     pub column: Option<String>,
     /// Where exports go (stdout for json and csv when absent).
     pub output: Option<PathBuf>,
+    /// A read token, for a server with tokens.
+    pub token: Option<String>,
 }
 
 async fn fetch(args: &CompareArgs, format: &str) -> Result<reqwest::Response> {
@@ -38,7 +40,26 @@ async fn fetch(args: &CompareArgs, format: &str) -> Result<reqwest::Response> {
     );
     let mut params = args.params.clone();
     params.push(("format", format.to_string()));
-    answer(reqwest::Client::new().get(&url).query(&params), &url).await
+    answer(
+        client(args.token.as_deref())?.get(&url).query(&params),
+        &url,
+    )
+    .await
+}
+
+/// An HTTP client that sends `token` (a read token) with every request.
+pub(crate) fn client(token: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .context("building the HTTP client")
 }
 
 /// Sends `request` (to `url`): a connection failure names the server to

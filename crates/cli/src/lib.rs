@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    ArchiveArgs, BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs, SpeedArgs,
-    StorageArgs, ViewsArgs, parse_scenario,
+    AccessArgs, ArchiveArgs, BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs,
+    SpeedArgs, StorageArgs, ViewsArgs, parse_scenario,
 };
 
 /// Braid: IoT readings into live and historical answers, counted exactly
@@ -140,6 +140,9 @@ enum Command {
         /// stdout without it).
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// A read token for the view's devices (`Authorization: Bearer`), for a server with tokens.
+        #[arg(long, env = "BRAID_TOKEN")]
+        token: Option<String>,
     },
     /// Check the whole system against a from-scratch recomputation of
     /// braid.readings.
@@ -171,6 +174,9 @@ enum Command {
         /// text or json.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// A read token for every device (`Authorization: Bearer`), for a server with tokens.
+        #[arg(long, env = "BRAID_TOKEN")]
+        token: Option<String>,
     },
     /// Manage ingest tokens.
     Token {
@@ -187,6 +193,8 @@ enum Command {
         views: ViewsArgs,
         #[command(flatten)]
         http: HttpArgs,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run the ingest gateway alone: POST /v1/readings (JSON, NDJSON) and
     /// POST /v1/write (InfluxDB line protocol) into braid.readings.
@@ -469,16 +477,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 TokenCommand::New {
                     tokens,
                     name,
+                    access,
                     devices,
                     rate,
                 },
         } => {
-            let secret = braid_ingest::auth::add_token(&tokens, &name, devices, rate)?;
+            let secret = braid_ingest::auth::add_token(&tokens, &name, access, devices, rate)?;
             eprintln!(
                 "braid token: `{name}` added to {}; its secret, shown only now:",
                 tokens.display()
             );
             println!("{secret}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { tokens, name },
+        } => {
+            braid_ingest::auth::revoke_token(&tokens, &name)?;
+            eprintln!(
+                "braid token: `{name}` revoked in {}; running servers refuse it within a second",
+                tokens.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare {
@@ -491,6 +510,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             column,
             output,
+            token,
         } => {
             let params = [
                 ("from", from),
@@ -508,6 +528,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 format,
                 column,
                 output,
+                token,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -516,7 +537,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             storage,
             views,
             http,
-        } => runtime()?.block_on(serve_alone(kafka, storage, views, http)),
+            access,
+        } => runtime()?.block_on(serve_alone(kafka, storage, views, http, access)),
         Command::Verify {
             kafka,
             storage,
@@ -526,6 +548,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             wait,
             show,
             format,
+            token,
         } => {
             let args = verify::VerifyArgs {
                 // Absent: the embedded broker of a running `braid up`.
@@ -539,6 +562,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 acked,
                 wait: std::time::Duration::from_millis(wait.max(0) as u64),
                 show,
+                token,
             };
             let report =
                 match runtime()?.block_on(verify::run(&args, |m| eprintln!("braid verify: {m}"))) {
@@ -594,13 +618,26 @@ enum TokenCommand {
         /// A name for the token (unique in the file).
         #[arg(long)]
         name: String,
-        /// A device it may write: an id, or a prefix ending in `*`
+        /// What it may do: write readings, read views, or both
+        /// (`--access read,write`).
+        #[arg(long, value_parser = crate::args::parse_access, value_delimiter = ',', default_value = "write")]
+        access: Vec<braid_ingest::auth::Access>,
+        /// A device it may write or read: an id, or a prefix ending in `*`
         /// (repeatable; `*` alone for every device).
         #[arg(long = "device", required = true)]
         devices: Vec<String>,
         /// Readings per second it may write (429 beyond).
         #[arg(long)]
         rate: Option<f64>,
+    },
+    /// Revoke a token: running gateways and servers refuse it (401) within
+    /// a second, without a restart.
+    Revoke {
+        /// The tokens file.
+        #[arg(long, env = "BRAID_TOKENS")]
+        tokens: PathBuf,
+        /// The token's name.
+        name: String,
     },
 }
 
@@ -765,9 +802,12 @@ async fn serve_alone(
     storage: StorageArgs,
     views: ViewsArgs,
     http: HttpArgs,
+    access: AccessArgs,
 ) -> Result<ExitCode> {
     let brokers = external_brokers(&kafka, "serve")?;
     let set = load_views(&views.views)?;
+    access.check(http.http)?;
+    let tokens = access.load()?;
     let shutdown = shutdown_on_signal();
     println!(
         "braid serve: reading {brokers}, listening on http://{}",
@@ -780,6 +820,7 @@ async fn serve_alone(
             views: set,
             http: http.http,
             openapi_extra: None,
+            tokens,
         },
         shutdown,
     )
@@ -981,14 +1022,11 @@ async fn up(
     simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
+    use warp::Reply;
 
     let set = load_views(&views.views)?;
     let ingest_config = ingest.config(String::new(), http.http)?;
-    braid_ingest::check_exposure(
-        http.http,
-        ingest.insecure,
-        ingest_config.gateway.tokens.is_some(),
-    )?;
+    ingest.access.check(http.http)?;
     let shutdown = shutdown_on_signal();
     let (brokers, embedded) = match &kafka.brokers {
         Some(b) => {
@@ -1022,10 +1060,23 @@ async fn up(
             views: set.clone(),
             http: http.http,
             openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),
+            tokens: gateway.config.tokens.clone(),
         },
         shutdown.clone(),
     )?;
-    let routes = braid_ingest::gateway::filters::mountable(gateway.clone())
+    // One /metrics: the serving layer's families, then the gateway's.
+    let metrics = {
+        let (gateway, serving) = (gateway.clone(), serving.clone());
+        warp::get().and(warp::path!("metrics")).map(move || {
+            let mut text = braid_serving::metrics::render(&serving);
+            text.push_str(&gateway.metrics_text());
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
+        })
+    };
+    let routes = metrics
+        .or(braid_ingest::gateway::filters::mountable(gateway.clone()))
+        .unify()
         .or(braid_serving::api::mountable(serving.clone()))
         .unify()
         .recover(braid_serving::api::recover)

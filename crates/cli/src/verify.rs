@@ -57,6 +57,8 @@ pub struct VerifyArgs {
     pub wait: Duration,
     /// Differing windows printed at most.
     pub show: usize,
+    /// A read token for every device, for a server with tokens.
+    pub token: Option<String>,
 }
 
 /// The counters, `None` where not checked.
@@ -563,7 +565,7 @@ fn lost_acked(path: &Path, log: &Log) -> Result<u64> {
 /// Runs every check.
 pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
     let server = args.server.trim_end_matches('/').to_string();
-    let http = reqwest::Client::new();
+    let http = crate::compare::client(args.token.as_deref())?;
     progress(&format!(
         "reading {} from {}",
         Topics::READINGS,

@@ -56,7 +56,7 @@ pub enum IngestRunError {
     },
     /// Listening beyond loopback without tokens was not allowed.
     #[error(
-        "refusing to accept unauthenticated writes on {0}: give --tokens FILE (make one with `braid token new`), listen on loopback, or pass --insecure"
+        "refusing to listen on {0} beyond loopback without tokens: give --tokens FILE (make one with `braid token new`), listen on loopback, or pass --insecure"
     )]
     Insecure(SocketAddr),
 }
@@ -78,15 +78,20 @@ pub fn check_exposure(
 /// Builds the shared gateway state.
 pub async fn gateway(config: &IngestConfig) -> Result<Arc<Gateway>, IngestRunError> {
     let sink = ReadingSink::connect(&config.brokers, config.ack_timeout).await?;
-    Ok(Arc::new(Gateway {
+    Ok(Arc::new(Gateway::new(
         sink,
-        config: config.gateway.clone(),
-        clock: system_clock,
-    }))
+        config.gateway.clone(),
+        system_clock,
+    )))
 }
 
+/// How long in-flight requests may take to finish at shutdown.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
 /// Serves the ingest routes alone until `shutdown` is cancelled, then
-/// flushes the producer.
+/// drains: `/readyz` answers 503 at once, no new connection is accepted,
+/// requests in flight finish (each within the ack timeout; all within
+/// [`DRAIN`]), and the producer is flushed.
 pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<(), IngestRunError> {
     check_exposure(
         config.http,
@@ -102,11 +107,27 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         })?;
     tracing::info!(addr = %config.http, "ingest gateway listening");
     let routes = gateway::filters::routes(gw.clone());
-    warp::serve(routes)
+    let draining = gw.clone();
+    let stop = shutdown.clone();
+    let server = warp::serve(routes)
         .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
-    gw.sink.flush(Duration::from_secs(10))?;
+        .graceful(async move {
+            stop.cancelled().await;
+            draining
+                .metrics
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("shutting down: not ready, draining requests in flight");
+        })
+        .run();
+    tokio::pin!(server);
+    tokio::select! {
+        () = &mut server => {}
+        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("requests still in flight after {DRAIN:?}: stopping without them (they were not acknowledged)");
+        }
+    }
+    gw.sink.flush(DRAIN)?;
+    tracing::info!("drained and flushed");
     Ok(())
 }

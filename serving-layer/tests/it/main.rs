@@ -20,6 +20,17 @@ pub(crate) async fn serve(
     views: ViewSet,
     stop: &CancellationToken,
 ) -> String {
+    serve_with_tokens(brokers, data_dir, views, None, stop).await
+}
+
+/// [`serve`] with read tokens.
+pub(crate) async fn serve_with_tokens(
+    brokers: String,
+    data_dir: &std::path::Path,
+    views: ViewSet,
+    tokens: Option<std::sync::Arc<braid_ingest::auth::Tokens>>,
+    stop: &CancellationToken,
+) -> String {
     let serving = start(
         &ServingConfig {
             brokers,
@@ -27,6 +38,7 @@ pub(crate) async fn serve(
             views,
             http: "127.0.0.1:0".parse().unwrap(),
             openapi_extra: None,
+            tokens,
         },
         stop.clone(),
     )

@@ -233,3 +233,98 @@ async fn rows_carry_values_and_metadata() {
     assert_eq!(status["speed"]["caught_up"], true);
     stop.cancel();
 }
+
+/// With read tokens, a view answers only a token with `read` access whose
+/// devices cover the query: 401 without one (or with a write-only token's
+/// secret mistyped), 403 outside its scope, for a view that mixes devices,
+/// or for a write-only token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_tokens_scope_queries() {
+    use braid_ingest::auth::{Tokens, hash_secret};
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let views = format!(
+        "{VIEWS}\n[[views]]\nname = \"per_metric\"\nwindow = \"1m\"\ngroup_by = [\"metric\"]\naggregates = [\"count\"]\n"
+    );
+    let set = ViewSet::parse(&views).unwrap();
+    let tokens = Tokens::parse(&format!(
+        "[[tokens]]\nname = \"d1-reader\"\nsha256 = \"{}\"\naccess = [\"read\"]\ndevices = [\"d1\"]\n\n\
+         [[tokens]]\nname = \"all-reader\"\nsha256 = \"{}\"\naccess = [\"read\"]\ndevices = [\"*\"]\n\n\
+         [[tokens]]\nname = \"writer\"\nsha256 = \"{}\"\ndevices = [\"*\"]\n",
+        hash_secret("r1"),
+        hash_secret("ra"),
+        hash_secret("w")
+    ))
+    .unwrap();
+    let stop = CancellationToken::new();
+    publish(
+        &broker.brokers(),
+        &[
+            SpeedMessage::Restored {
+                partition: 0,
+                restore_id: 1,
+                boundary: 0,
+            },
+            state(&set, "d1", 0, 1, &[1.0], 0),
+            state(&set, "d2", 0, 1, &[2.0], 0),
+        ],
+    )
+    .await;
+    let base = crate::serve_with_tokens(
+        broker.brokers(),
+        dir.path(),
+        set,
+        Some(std::sync::Arc::new(tokens)),
+        &stop,
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    let r = get("/v1/views/per_device?device=d1", None).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    for (path, token, status) in [
+        ("/v1/views/per_device?device=d1", Some("nope"), 401),
+        ("/v1/views/per_device?device=d1", Some("w"), 403),
+        ("/v1/views/per_device?device=d2", Some("r1"), 403),
+        ("/v1/views/per_device", Some("r1"), 403),
+        ("/v1/compare/per_device?device=d2", Some("r1"), 403),
+        ("/v1/views/per_metric?device=d1", Some("r1"), 403),
+        ("/v1/views/per_device?device=d1", Some("r1"), 200),
+        ("/v1/compare/per_device?device=d1", Some("r1"), 200),
+        ("/v1/views/per_device", Some("ra"), 200),
+        ("/v1/views/per_metric", Some("ra"), 200),
+    ] {
+        let r = get(path, token).await.unwrap();
+        let got = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(got, status, "{path} with {token:?}: {body}");
+        if status == 403 {
+            assert!(body.contains("may not"), "{body}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a: Value = get("/v1/views/per_device?device=d1", Some("r1"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = a["rows"].as_array().unwrap();
+        if !rows.is_empty() {
+            assert!(rows.iter().all(|r| r["device_id"] == "d1"), "{a}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rows: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+}

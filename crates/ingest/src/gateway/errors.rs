@@ -37,6 +37,10 @@ pub enum IngestError {
     /// A content type or encoding the gateway does not read.
     #[error("{0}")]
     Unsupported(String),
+    /// The requests in flight hold the gateway's whole in-flight cap:
+    /// nothing read, retry.
+    #[error("{0}: retry later")]
+    Busy(String),
     /// Kafka could not acknowledge in time: nothing is acknowledged, retry.
     #[error("readings not acknowledged by Kafka, retry later: {0}")]
     Unavailable(String),
@@ -54,11 +58,19 @@ impl IngestError {
             Self::BadBody(_) | Self::Rejected { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Auth(AuthError::Missing | AuthError::Unknown) => StatusCode::UNAUTHORIZED,
-            Self::Auth(AuthError::OutOfScope { .. }) => StatusCode::FORBIDDEN,
-            Self::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(e) => auth_status(e),
         }
+    }
+}
+
+/// The HTTP status of a refused token: 401 for who asks, 403 for what
+/// they may do, 429 over the rate.
+pub fn auth_status(e: &AuthError) -> StatusCode {
+    match e {
+        AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        e if e.is_unauthenticated() => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::FORBIDDEN,
     }
 }
 
@@ -91,13 +103,19 @@ pub fn error_reply(e: &IngestError) -> warp::reply::Response {
                 warp::http::HeaderValue::from(RETRY_AFTER_SECS),
             );
         }
+        IngestError::Busy(_) => {
+            headers.insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(1),
+            );
+        }
         IngestError::Auth(AuthError::RateLimited { retry_after, .. }) => {
             headers.insert(
                 warp::http::header::RETRY_AFTER,
                 warp::http::HeaderValue::from(*retry_after),
             );
         }
-        IngestError::Auth(AuthError::Missing | AuthError::Unknown) => {
+        IngestError::Auth(e) if e.is_unauthenticated() => {
             headers.insert(
                 warp::http::header::WWW_AUTHENTICATE,
                 warp::http::HeaderValue::from_static("Bearer"),

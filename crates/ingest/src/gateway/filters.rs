@@ -24,9 +24,15 @@ fn body_headers() -> impl Filter<Extract = (BodyHeaders,), Error = warp::Rejecti
         )
 }
 
-/// The ingest routes, every rejection recovered into a JSON error.
+/// The ingest routes with the gateway's own `/livez`, `/readyz` and
+/// `/metrics`, every rejection recovered into a JSON error.
 pub fn routes(gw: Arc<Gateway>) -> BoxedFilter<(warp::reply::Response,)> {
-    unrecovered(gw).recover(errors::recover).unify().boxed()
+    unrecovered(gw.clone())
+        .or(super::ops::routes(gw))
+        .unify()
+        .recover(errors::recover)
+        .unify()
+        .boxed()
 }
 
 /// The ingest routes with only their own errors recovered, for mounting

@@ -12,6 +12,7 @@ use warp::reply::Reply;
 use super::Gateway;
 use super::errors::IngestError;
 use super::models::{ReadingsQuery, WriteAnswer, WriteQuery};
+use crate::auth::{Access, TokenEntry, Tokens};
 use crate::decode::{Format, decode_body};
 use crate::line_protocol::Precision;
 
@@ -28,15 +29,15 @@ pub struct BodyHeaders {
     pub authorization: Option<String>,
 }
 
-/// The token a request writes with, when the gateway has tokens: checked
-/// before the body is read.
-fn authorize(headers: &BodyHeaders, gw: &Gateway) -> Result<Option<usize>, warp::Rejection> {
+/// The token a request writes with, when the gateway has tokens: checked,
+/// with its write access, before the body is read.
+fn authorize(headers: &BodyHeaders, gw: &Gateway) -> Result<Option<Arc<TokenEntry>>, IngestError> {
     match &gw.config.tokens {
         None => Ok(None),
         Some(tokens) => tokens
             .authenticate(headers.authorization.as_deref())
-            .map(Some)
-            .map_err(|e| warp::reject::custom(IngestError::Auth(e))),
+            .and_then(|t| Tokens::check_access(&t, Access::Write).map(|()| Some(t)))
+            .map_err(IngestError::Auth),
     }
 }
 
@@ -47,12 +48,17 @@ pub async fn readings(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     gw: Arc<Gateway>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
-    let token = authorize(&headers, &gw)?;
-    let format = json_format(headers.content_type.as_deref())?;
-    let body = read_body(body, &headers, &gw).await?;
-    write(format, &body, query.accept_partial, false, token, &gw)
-        .await
-        .map_err(warp::reject::custom)
+    let _held = gw.metrics.begin();
+    let answer = async {
+        let token = authorize(&headers, &gw)?;
+        let format = json_format(headers.content_type.as_deref())?;
+        let _room = gw.room(&headers)?;
+        let body = read_body(body, &headers, &gw).await?;
+        write(format, &body, query.accept_partial, false, token, &gw).await
+    }
+    .await;
+    gw.metrics.answered(&answer);
+    answer.map_err(warp::reject::custom)
 }
 
 /// `POST /v1/write` (and InfluxDB's `/write`, `/api/v2/write`).
@@ -62,29 +68,33 @@ pub async fn line_protocol(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     gw: Arc<Gateway>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
-    let token = authorize(&headers, &gw)?;
-    let precision = match query.precision.as_deref() {
-        None | Some("") => Precision::default(),
-        Some(p) => Precision::parse(p).ok_or_else(|| {
-            warp::reject::custom(IngestError::BadBody(format!(
-                "precision `{p}` is not one of ns, us, ms, s"
-            )))
-        })?,
-    };
-    let body = read_body(body, &headers, &gw).await?;
-    write(
-        Format::LineProtocol(precision),
-        &body,
-        query.accept_partial,
-        true,
-        token,
-        &gw,
-    )
-    .await
-    .map_err(warp::reject::custom)
+    let _held = gw.metrics.begin();
+    let answer = async {
+        let token = authorize(&headers, &gw)?;
+        let precision = match query.precision.as_deref() {
+            None | Some("") => Precision::default(),
+            Some(p) => Precision::parse(p).ok_or_else(|| {
+                IngestError::BadBody(format!("precision `{p}` is not one of ns, us, ms, s"))
+            })?,
+        };
+        let _room = gw.room(&headers)?;
+        let body = read_body(body, &headers, &gw).await?;
+        write(
+            Format::LineProtocol(precision),
+            &body,
+            query.accept_partial,
+            true,
+            token,
+            &gw,
+        )
+        .await
+    }
+    .await;
+    gw.metrics.answered(&answer);
+    answer.map_err(warp::reject::custom)
 }
 
-fn json_format(content_type: Option<&str>) -> Result<Format, warp::Rejection> {
+fn json_format(content_type: Option<&str>) -> Result<Format, IngestError> {
     let essence = content_type
         .map(|c| {
             c.split(';')
@@ -100,9 +110,9 @@ fn json_format(content_type: Option<&str>) -> Result<Format, warp::Rejection> {
         | "application/ndjson"
         | "application/jsonl"
         | "application/x-jsonlines" => Ok(Format::Ndjson),
-        other => Err(warp::reject::custom(IngestError::Unsupported(format!(
+        other => Err(IngestError::Unsupported(format!(
             "content type `{other}`: send application/json or application/x-ndjson"
-        )))),
+        ))),
     }
 }
 
@@ -112,13 +122,11 @@ async fn read_body(
     mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     headers: &BodyHeaders,
     gw: &Gateway,
-) -> Result<bytes::Bytes, warp::Rejection> {
+) -> Result<bytes::Bytes, IngestError> {
     let limit = gw.config.max_body_bytes;
-    let too_large = || {
-        warp::reject::custom(IngestError::TooLarge {
-            what: "the body",
-            limit,
-        })
+    let too_large = || IngestError::TooLarge {
+        what: "the body",
+        limit,
     };
     if headers.content_length.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
@@ -126,9 +134,7 @@ async fn read_body(
     let mut buf =
         BytesMut::with_capacity(headers.content_length.unwrap_or(0).min(limit as u64) as usize);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            warp::reject::custom(IngestError::BadBody(format!("reading the body: {e}")))
-        })?;
+        let chunk = chunk.map_err(|e| IngestError::BadBody(format!("reading the body: {e}")))?;
         if buf.len() + chunk.remaining() > limit {
             return Err(too_large());
         }
@@ -147,20 +153,18 @@ async fn read_body(
             flate2::read::GzDecoder::new(&buf[..])
                 .take(cap as u64 + 1)
                 .read_to_end(&mut out)
-                .map_err(|e| {
-                    warp::reject::custom(IngestError::BadBody(format!("bad gzip body: {e}")))
-                })?;
+                .map_err(|e| IngestError::BadBody(format!("bad gzip body: {e}")))?;
             if out.len() > cap {
-                return Err(warp::reject::custom(IngestError::TooLarge {
+                return Err(IngestError::TooLarge {
                     what: "the inflated body",
                     limit: cap,
-                }));
+                });
             }
             Ok(out.into())
         }
-        other => Err(warp::reject::custom(IngestError::Unsupported(format!(
+        other => Err(IngestError::Unsupported(format!(
             "content encoding `{other}`: send identity or gzip"
-        )))),
+        ))),
     }
 }
 
@@ -169,7 +173,7 @@ async fn write(
     body: &[u8],
     accept_partial: bool,
     no_content_on_success: bool,
-    token: Option<usize>,
+    token: Option<Arc<TokenEntry>>,
     gw: &Gateway,
 ) -> Result<warp::reply::Response, IngestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -180,6 +184,7 @@ async fn write(
     let now = (gw.clock)();
     let decoded = decode_body(format, body, now, &gw.config.limits)
         .map_err(|e| IngestError::BadBody(e.to_string()))?;
+    gw.metrics.refused(&decoded.rejected);
     if !decoded.rejected.is_empty() && !accept_partial {
         let count = decoded.rejected.len();
         let first = decoded
@@ -190,9 +195,8 @@ async fn write(
         return Err(IngestError::Rejected { first, count });
     }
     if let (Some(t), Some(tokens)) = (token, &gw.config.tokens) {
-        tokens
-            .check_scope(t, decoded.readings.iter().map(|r| r.device_id.as_str()))
-            .and_then(|()| tokens.take(t, decoded.readings.len(), std::time::Instant::now()))
+        Tokens::check_scope(&t, decoded.readings.iter().map(|r| r.device_id.as_str()))
+            .and_then(|()| tokens.take(&t, decoded.readings.len(), std::time::Instant::now()))
             .map_err(IngestError::Auth)?;
     }
     if !decoded.readings.is_empty() {
@@ -200,6 +204,7 @@ async fn write(
             .send(&decoded.readings, now)
             .await
             .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        gw.metrics.accepted(decoded.readings.len());
     }
     let answer = WriteAnswer {
         accepted: decoded.readings.len(),

@@ -39,11 +39,7 @@ impl Drop for Server {
 
 async fn serve(brokers: &str, config: GatewayConfig, ack: Duration) -> Server {
     let sink = ReadingSink::connect(brokers, ack).await.expect("sink");
-    let gw = Arc::new(Gateway {
-        sink,
-        config,
-        clock,
-    });
+    let gw = Arc::new(Gateway::new(sink, config, clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -282,7 +278,7 @@ async fn oversized_bodies_get_413() {
         max_body_bytes: 10_000,
         max_inflated_bytes: 50_000,
         limits: Limits::default(),
-        tokens: None,
+        ..GatewayConfig::default()
     };
     let server = serve(&broker.brokers(), config, Duration::from_secs(5)).await;
     let http = reqwest::Client::new();
@@ -450,4 +446,99 @@ async fn tokens_scope_and_rate_writes() {
         devices,
         ["lot-1", "lot-2", "lot-3"].map(String::from).into()
     );
+}
+
+/// The in-flight cap: while requests hold its room, another write gets 503
+/// with Retry-After before its body is read; once they are answered, writes
+/// pass again. `/metrics` counts what happened, `/readyz` is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_cap_answers_503_before_reading() {
+    init_tracing();
+    let broker = memory_broker().await;
+    let config = GatewayConfig {
+        max_body_bytes: 8 << 10,
+        max_in_flight_bytes: 12 << 10,
+        ..GatewayConfig::default()
+    };
+    let server = serve(&broker.brokers(), config, Duration::from_secs(5)).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // A request announcing 8 KiB and sending none of it holds 8 of the 12.
+    let mut holder = std::net::TcpStream::connect(&addr).expect("connect");
+    holder
+        .write_all(b"POST /v1/readings HTTP/1.1\r\nhost: braid\r\ncontent-type: application/json\r\ncontent-length: 8000\r\n\r\n")
+        .expect("headers");
+    let http = reqwest::Client::new();
+    let body = serde_json::to_vec(&readings_json(70)).expect("json");
+    assert!(
+        body.len() > 4 << 10 && body.len() < 8 << 10,
+        "{}",
+        body.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let r = http
+            .post(format!("{}/v1/readings", server.url))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 503 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never held: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let text = busy.text().await.expect("text");
+    assert!(text.contains("in flight"), "{text}");
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .post(format!("{}/v1/readings", server.url))
+            .body(body.clone())
+            .send()
+            .await
+            .expect("send");
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room never returned: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bad = json!([{"device_id": "d", "metric": "m", "ts": NOW, "value": "x", "seq": 1}]);
+    let r = http
+        .post(format!("{}/v1/readings", server.url))
+        .json(&bad)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "braid_ingest_requests_total{outcome=\"busy\"}",
+        "braid_ingest_requests_total{outcome=\"accepted\"}",
+        "braid_ingest_readings_refused_total{field=\"value\"} 1",
+        "braid_ingest_readings_accepted_total",
+        "braid_ingest_draining 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let ready = http
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
 }
