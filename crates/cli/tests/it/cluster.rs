@@ -58,7 +58,20 @@ pub struct Setup {
     pub checkpoint_interval: &'static str,
     /// The data directory (absent: a fresh temporary one).
     pub data_dir: Option<PathBuf>,
+    /// Tokens for the gateway and the replica (made with `braid token
+    /// new`, see [`TOKENS`]); the simulator, probes and verify use them.
+    pub tokens: bool,
 }
+
+/// The tokens of a cluster with tokens: (name, access, devices, rate).
+pub const TOKENS: [(&str, &str, &[&str], Option<&str>); 6] = [
+    ("writer", "write", &["*"], None),
+    ("reader", "read", &["*"], None),
+    ("lot-writer", "write", &["lot-*"], None),
+    ("lot-reader", "read", &["lot-*"], None),
+    ("to-revoke", "read,write", &["*"], None),
+    ("flood", "write", &["flood-*"], Some("20")),
+];
 
 impl Default for Setup {
     fn default() -> Self {
@@ -67,6 +80,7 @@ impl Default for Setup {
             roll_age: "5s",
             checkpoint_interval: "2s",
             data_dir: None,
+            tokens: false,
         }
     }
 }
@@ -88,6 +102,7 @@ pub struct Cluster {
     setup: Setup,
     roles: BTreeMap<&'static str, Child>,
     starts: BTreeMap<&'static str, u32>,
+    secrets: BTreeMap<&'static str, String>,
 }
 
 impl Cluster {
@@ -110,7 +125,33 @@ impl Cluster {
             setup,
             roles: BTreeMap::new(),
             starts: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         };
+        if c.setup.tokens {
+            for (name, access, devices, rate) in TOKENS {
+                let file = c.tokens_file();
+                let mut args = vec![
+                    "token",
+                    "new",
+                    "--tokens",
+                    file.to_str().expect("utf-8 path"),
+                    "--name",
+                    name,
+                    "--access",
+                    access,
+                ];
+                for d in devices {
+                    args.extend(["--device", d]);
+                }
+                if let Some(r) = rate {
+                    args.extend(["--rate", r]);
+                }
+                let out = run(&args);
+                assert!(out.status.success(), "braid token new: {out:?}");
+                let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                c.secrets.insert(name, secret);
+            }
+        }
         for role in ROLES {
             c.spawn(role);
             if role == "broker" {
@@ -148,12 +189,31 @@ impl Cluster {
         format!("http://{}", self.serve)
     }
 
+    /// The tokens file (with [`Setup::tokens`]).
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("tokens.toml")
+    }
+
+    /// The secret of token `name` (with [`Setup::tokens`]).
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets.get(name).map(String::as_str)
+    }
+
     /// Where the simulator writes what was acknowledged.
     pub fn acked(&self) -> PathBuf {
         self.dir().join("acked.ndjson")
     }
 
     fn args(&self, role: &str) -> Vec<String> {
+        let mut args = self.role_args(role);
+        if self.setup.tokens && matches!(role, "ingest" | "serve") {
+            args.push("--tokens".into());
+            args.push(self.tokens_file().to_string_lossy().into_owned());
+        }
+        args
+    }
+
+    fn role_args(&self, role: &str) -> Vec<String> {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let (b, d) = (self.brokers.as_str(), self.data.as_str());
         match role {
@@ -234,19 +294,33 @@ impl Cluster {
 
     /// Stops `role` with SIGTERM and waits for it to exit.
     pub fn stop(&mut self, role: &'static str) {
-        if let Some(mut c) = self.roles.remove(role) {
+        self.terminate(role);
+        self.wait_exit(role, Duration::from_secs(30));
+    }
+
+    /// Sends `role` SIGTERM, not waiting.
+    pub fn terminate(&self, role: &str) {
+        if let Some(pid) = self.pid(role) {
             let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
+                .args(["-TERM", &pid.to_string()])
                 .status();
-            let t = Instant::now();
+        }
+    }
+
+    /// Waits for `role` to exit (panics after `limit`, killing it); how
+    /// long it took.
+    pub fn wait_exit(&mut self, role: &'static str, limit: Duration) -> Duration {
+        let t = Instant::now();
+        if let Some(mut c) = self.roles.remove(role) {
             while c.try_wait().ok().flatten().is_none() {
-                if t.elapsed() > Duration::from_secs(30) {
+                if t.elapsed() > limit {
                     let _ = c.kill();
-                    panic!("{role} did not stop within 30 s of SIGTERM");
+                    panic!("{role} did not exit within {limit:?}");
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
+        t.elapsed()
     }
 
     /// Whether `role` is still running (reaped if it exited).
@@ -282,11 +356,16 @@ impl Cluster {
     pub fn simulate(&self, extra: &[&str]) -> Child {
         let log = std::fs::File::create(self.dir().join("simulate.log")).expect("log");
         let err = log.try_clone().expect("log");
+        let token: Vec<&str> = self
+            .secret("writer")
+            .map(|t| vec!["--token", t])
+            .unwrap_or_default();
         Command::new(env!("CARGO_BIN_EXE_braid"))
             .args(["simulate", "--http-target"])
             .arg(format!("http://{}", self.ingest))
             .arg("--acked")
             .arg(self.acked())
+            .args(token)
             .args(extra)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .env("BRAID_LOG", "info")
@@ -309,23 +388,31 @@ impl Cluster {
     /// `braid verify --format json` against `acked`: exit code and report.
     pub fn verify(&self, acked: &Path) -> (Option<i32>, Value) {
         let acked = acked.to_str().expect("path");
+        let token: Vec<&str> = self
+            .secret("reader")
+            .map(|t| vec!["--token", t])
+            .unwrap_or_default();
         let out = run(&[
-            "verify",
-            "--brokers",
-            &self.brokers,
-            "--server",
-            &self.server(),
-            "--data-dir",
-            &self.data,
-            "--views",
-            VIEWS,
-            "--acked",
-            acked,
-            "--wait",
-            "120s",
-            "--format",
-            "json",
-        ]);
+            &["verify"][..],
+            &token,
+            &[
+                "--brokers",
+                &self.brokers,
+                "--server",
+                &self.server(),
+                "--data-dir",
+                &self.data,
+                "--views",
+                VIEWS,
+                "--acked",
+                acked,
+                "--wait",
+                "120s",
+                "--format",
+                "json",
+            ],
+        ]
+        .concat());
         let text = String::from_utf8_lossy(&out.stdout);
         let report: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
             panic!(
