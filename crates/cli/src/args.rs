@@ -72,6 +72,18 @@ pub struct IngestArgs {
     #[arg(long, env = "BRAID_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
     pub ack_timeout: i64,
 
+    /// Also subscribe (QoS 1) to braid/<device>/readings on this MQTT
+    /// broker (HOST:PORT): payloads as for POST /v1/readings, refused
+    /// records to braid.readings.dlq, acknowledged to the broker only once
+    /// Kafka has them.
+    #[arg(long, env = "BRAID_MQTT")]
+    pub mqtt: Option<String>,
+
+    /// The MQTT client id; the broker keeps the session (messages not yet
+    /// acknowledged) under it, so give each gateway its own.
+    #[arg(long, env = "BRAID_MQTT_CLIENT_ID", default_value = "braid-ingest")]
+    pub mqtt_client_id: String,
+
     /// Who may write (and read, where the routes are served together).
     #[command(flatten)]
     pub access: AccessArgs,
@@ -149,6 +161,13 @@ impl IngestArgs {
             },
             ack_timeout: std::time::Duration::from_millis(self.ack_timeout.max(1) as u64),
             insecure: self.access.insecure,
+            mqtt: self
+                .mqtt
+                .clone()
+                .map(|addr| braid_ingest::mqtt::MqttConfig {
+                    addr,
+                    client_id: self.mqtt_client_id.clone(),
+                }),
         })
     }
 }

@@ -1048,11 +1048,27 @@ async fn up(
         archive_args.config(brokers.clone(), storage.data_dir.clone()),
         shutdown.clone(),
     ));
+    let mqtt_config = ingest_config.mqtt.clone();
+    if let Some(m) = &mqtt_config {
+        m.host_port()?;
+    }
     let gateway = braid_ingest::gateway(&braid_ingest::IngestConfig {
         brokers: brokers.clone(),
         ..ingest_config
     })
     .await?;
+    let mqtt = mqtt_config.map(|m| {
+        println!(
+            "braid up: subscribing to {} on MQTT {}",
+            braid_ingest::mqtt::TOPIC_FILTER,
+            m.addr
+        );
+        tokio::spawn(braid_ingest::mqtt::run(
+            m,
+            gateway.clone(),
+            shutdown.clone(),
+        ))
+    });
     let serving = braid_serving::start(
         &braid_serving::ServingConfig {
             brokers: brokers.clone(),
@@ -1128,6 +1144,16 @@ async fn up(
         .run()
         .await;
     shutdown.cancel();
+    if let Some(m) = mqtt {
+        match m.await {
+            Ok(Ok(stats)) => println!(
+                "braid up: MQTT: {} messages, {} readings, {} dead-lettered",
+                stats.messages, stats.readings, stats.dead_lettered
+            ),
+            Ok(Err(e)) => eprintln!("braid up: MQTT ingest: {e}"),
+            Err(e) => eprintln!("braid up: MQTT ingest panicked: {e}"),
+        }
+    }
     let flushed = gateway.sink.flush(std::time::Duration::from_secs(10));
     let speed_outcome = speed.await;
     let archive_outcome = archive.await;

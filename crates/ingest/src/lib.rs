@@ -12,6 +12,7 @@ pub mod auth;
 pub mod decode;
 pub mod gateway;
 pub mod line_protocol;
+pub mod mqtt;
 pub mod partition;
 pub mod sink;
 
@@ -37,6 +38,8 @@ pub struct IngestConfig {
     pub ack_timeout: Duration,
     /// Allow listening beyond loopback without ingest tokens.
     pub insecure: bool,
+    /// An MQTT broker to subscribe to as well (see [`mqtt`]).
+    pub mqtt: Option<mqtt::MqttConfig>,
 }
 
 /// Why ingest stopped.
@@ -54,6 +57,9 @@ pub enum IngestRunError {
         #[source]
         source: std::io::Error,
     },
+    /// The MQTT settings are wrong.
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
     /// Listening beyond loopback without tokens was not allowed.
     #[error(
         "refusing to listen on {0} beyond loopback without tokens: give --tokens FILE (make one with `braid token new`), listen on loopback, or pass --insecure"
@@ -98,6 +104,9 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         config.insecure,
         config.gateway.tokens.is_some(),
     )?;
+    if let Some(m) = &config.mqtt {
+        m.host_port()?;
+    }
     let gw = gateway(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -106,6 +115,10 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
             source,
         })?;
     tracing::info!(addr = %config.http, "ingest gateway listening");
+    let mqtt = config
+        .mqtt
+        .clone()
+        .map(|m| tokio::spawn(mqtt::run(m, gw.clone(), shutdown.clone())));
     let routes = gateway::filters::routes(gw.clone());
     let draining = gw.clone();
     let stop = shutdown.clone();
@@ -125,6 +138,14 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         () = &mut server => {}
         () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
             tracing::warn!("requests still in flight after {DRAIN:?}: stopping without them (they were not acknowledged)");
+        }
+    }
+    if let Some(m) = mqtt {
+        match m.await {
+            Ok(r) => {
+                r?;
+            }
+            Err(e) => tracing::warn!(error = %e, "MQTT ingest panicked"),
         }
     }
     gw.sink.flush(DRAIN)?;

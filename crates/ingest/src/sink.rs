@@ -194,6 +194,43 @@ impl ReadingSink {
         Ok(batches.len())
     }
 
+    /// Writes `payload` to `braid.readings.dlq` with its `reason` and
+    /// `source` as headers, and waits for the acknowledgement.
+    pub async fn dead_letter(
+        &self,
+        payload: &[u8],
+        reason: &str,
+        source: &str,
+    ) -> Result<(), SinkError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "source",
+                value: Some(source),
+            });
+        let record = FutureRecord::to(Topics::READINGS_DLQ)
+            .key(source)
+            .payload(payload)
+            .headers(headers);
+        let ack_timeout = self.inner.ack_timeout;
+        let result = match self.producer().send_result(record) {
+            Err((e, _)) => Err(KafkaError::client("queueing a dead letter", e).into()),
+            Ok(delivery) => match tokio::time::timeout(ack_timeout, delivery).await {
+                Err(_) | Ok(Err(_)) => Err(SinkError::Timeout(ack_timeout)),
+                Ok(Ok(Err((e, _)))) => Err(KafkaError::client("writing a dead letter", e).into()),
+                Ok(Ok(Ok(_))) => Ok(()),
+            },
+        };
+        if result.is_err() {
+            self.rebuild_after_failure();
+        }
+        result
+    }
+
     /// Waits until everything queued is delivered (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer()

@@ -9,6 +9,7 @@
 pub mod fixtures;
 pub mod logs;
 pub mod model;
+pub mod mosquitto;
 pub mod openapi;
 pub mod random;
 

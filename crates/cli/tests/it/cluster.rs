@@ -61,6 +61,8 @@ pub struct Setup {
     /// Tokens for the gateway and the replica (made with `braid token
     /// new`, see [`TOKENS`]); the simulator, probes and verify use them.
     pub tokens: bool,
+    /// An MQTT broker (mosquitto) the gateway subscribes to.
+    pub mqtt: bool,
 }
 
 /// The tokens of a cluster with tokens: (name, access, devices, rate).
@@ -81,6 +83,7 @@ impl Default for Setup {
             checkpoint_interval: "2s",
             data_dir: None,
             tokens: false,
+            mqtt: false,
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct Cluster {
     roles: BTreeMap<&'static str, Child>,
     starts: BTreeMap<&'static str, u32>,
     secrets: BTreeMap<&'static str, String>,
+    /// The MQTT broker, with [`Setup::mqtt`].
+    pub mqtt: Option<braid_testkit::mosquitto::Mosquitto>,
 }
 
 impl Cluster {
@@ -126,7 +131,11 @@ impl Cluster {
             roles: BTreeMap::new(),
             starts: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            mqtt: None,
         };
+        if c.setup.mqtt {
+            c.mqtt = Some(braid_testkit::mosquitto::Mosquitto::start());
+        }
         if c.setup.tokens {
             for (name, access, devices, rate) in TOKENS {
                 let file = c.tokens_file();
@@ -209,6 +218,9 @@ impl Cluster {
         if self.setup.tokens && matches!(role, "ingest" | "serve") {
             args.push("--tokens".into());
             args.push(self.tokens_file().to_string_lossy().into_owned());
+        }
+        if let (Some(m), "ingest") = (&self.mqtt, role) {
+            args.extend(["--mqtt".into(), m.addr.clone()]);
         }
         args
     }

@@ -4,3 +4,4 @@
 
 mod decoders;
 mod gateway;
+mod mqtt;
