@@ -45,6 +45,25 @@ pub struct HttpArgs {
     /// Address of the HTTP API and dashboard.
     #[arg(long, env = "BRAID_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key.
+    #[arg(long, env = "BRAID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BRAID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl HttpArgs {
+    /// The TLS files, when both are given.
+    pub fn tls(&self) -> Option<braid_ingest::tls::TlsFiles> {
+        Some(braid_ingest::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
 }
 
 /// Limits of the ingest gateway.
@@ -133,6 +152,14 @@ pub fn parse_access(s: &str) -> Result<braid_ingest::auth::Access, String> {
     }
 }
 
+/// Parses a schedule's period: a duration, or `0` / `off` for none.
+pub fn parse_every(s: &str) -> Result<i64, String> {
+    match s.trim() {
+        "0" | "off" => Ok(0),
+        other => parse_duration_ms(other),
+    }
+}
+
 /// Parses a duration such as `500ms`, `10s` or `2m` into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     braid_core::time::parse_duration(s)
@@ -144,12 +171,12 @@ impl IngestArgs {
     pub fn config(
         &self,
         brokers: String,
-        http: SocketAddr,
+        http: &HttpArgs,
     ) -> Result<braid_ingest::IngestConfig, braid_ingest::auth::TokensError> {
         let tokens = self.access.load()?;
         Ok(braid_ingest::IngestConfig {
             brokers,
-            http,
+            http: http.http,
             gateway: braid_ingest::GatewayConfig {
                 max_body_bytes: self.max_body_bytes,
                 max_inflated_bytes: self.max_inflated_bytes,
@@ -168,6 +195,7 @@ impl IngestArgs {
                     addr,
                     client_id: self.mqtt_client_id.clone(),
                 }),
+            tls: http.tls(),
         })
     }
 }
@@ -288,7 +316,7 @@ impl SpeedArgs {
 pub struct BatchScheduleArgs {
     /// How often `braid up` runs an incremental batch run (e.g. 2m); 0
     /// turns the schedule off (run `braid batch run` from cron instead).
-    #[arg(long, env = "BRAID_BATCH_EVERY", default_value = "5m", value_parser = parse_duration_ms)]
+    #[arg(long, env = "BRAID_BATCH_EVERY", default_value = "5m", value_parser = parse_every)]
     pub batch_every: i64,
 }
 
@@ -313,5 +341,16 @@ impl ArchiveArgs {
         c.roll_age = std::time::Duration::from_millis(self.roll_age.max(1) as u64);
         c.roll_bytes = self.roll_bytes.max(1);
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_schedule_of_zero_or_off_is_none() {
+        assert_eq!(super::parse_every("0"), Ok(0));
+        assert_eq!(super::parse_every("off"), Ok(0));
+        assert_eq!(super::parse_every("2m"), Ok(120_000));
+        assert!(super::parse_every("2").is_err());
     }
 }
