@@ -46,6 +46,8 @@ pub struct ServingConfig {
     /// Read tokens: when set, views and comparisons need a token with
     /// `read` access covering the devices asked for.
     pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
+    /// TLS: serve HTTPS with this certificate.
+    pub tls: Option<braid_ingest::tls::TlsFiles>,
 }
 
 /// The OpenAPI document of the query routes.
@@ -73,6 +75,9 @@ pub enum ServingRunError {
     /// Kafka could not be read.
     #[error(transparent)]
     Kafka(#[from] braid_kafka::KafkaError),
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] braid_ingest::tls::TlsError),
     /// The address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -113,6 +118,11 @@ pub async fn run(
     config: ServingConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServingRunError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(braid_ingest::tls::server_config)
+        .transpose()?;
     let serving = start(&config, shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -120,11 +130,21 @@ pub async fn run(
             addr: config.http,
             source,
         })?;
-    tracing::info!(addr = %config.http, "serving layer listening");
-    warp::serve(api::routes(serving))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
+    tracing::info!(addr = %config.http, tls = tls.is_some(), "serving layer listening");
+    let stop = shutdown.clone();
+    if !braid_ingest::tls::serve(
+        api::routes(serving),
+        listener,
+        tls,
+        async move { stop.cancelled().await },
+        braid_ingest::DRAIN,
+    )
+    .await
+    {
+        tracing::warn!(
+            "queries still in flight after {:?}: stopped without them",
+            braid_ingest::DRAIN
+        );
+    }
     Ok(())
 }

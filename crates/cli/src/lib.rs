@@ -752,7 +752,7 @@ async fn ingest_alone(kafka: KafkaArgs, http: HttpArgs, ingest: IngestArgs) -> R
         "braid ingest: writing to {brokers}, listening on http://{}",
         http.http
     );
-    braid_ingest::run(ingest.config(brokers, http.http)?, shutdown).await?;
+    braid_ingest::run(ingest.config(brokers, &http)?, shutdown).await?;
     println!("braid ingest: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -821,6 +821,7 @@ async fn serve_alone(
             http: http.http,
             openapi_extra: None,
             tokens,
+            tls: http.tls(),
         },
         shutdown,
     )
@@ -1025,7 +1026,12 @@ async fn up(
     use warp::Reply;
 
     let set = load_views(&views.views)?;
-    let ingest_config = ingest.config(String::new(), http.http)?;
+    let ingest_config = ingest.config(String::new(), &http)?;
+    let tls = ingest_config
+        .tls
+        .as_ref()
+        .map(braid_ingest::tls::server_config)
+        .transpose()?;
     ingest.access.check(http.http)?;
     let shutdown = shutdown_on_signal();
     let (brokers, embedded) = match &kafka.brokers {
@@ -1077,6 +1083,7 @@ async fn up(
             http: http.http,
             openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),
             tokens: gateway.config.tokens.clone(),
+            tls: None,
         },
         shutdown.clone(),
     )?;
@@ -1102,6 +1109,7 @@ async fn up(
         .await
         .with_context(|| format!("binding {}", http.http))?;
     let addr = listener.local_addr().unwrap_or(http.http);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
         "braid up: Kafka at {brokers}; {} views from {}; data under {}",
         set.views.len(),
@@ -1109,7 +1117,7 @@ async fn up(
         storage.data_dir.display()
     );
     println!(
-        "braid up: dashboard http://{addr}/ ; write to http://{addr}/v1/readings or /v1/write, query http://{addr}/v1/views (Ctrl-C stops)"
+        "braid up: dashboard {scheme}://{addr}/ ; write to {scheme}://{addr}/v1/readings or /v1/write, query {scheme}://{addr}/v1/views (Ctrl-C stops)"
     );
     if let Some((scenario, sim)) = simulate {
         println!(
@@ -1138,11 +1146,20 @@ async fn up(
         ));
     }
     let stop = shutdown.clone();
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move { stop.cancelled().await })
-        .run()
-        .await;
+    if !braid_ingest::tls::serve(
+        routes.map(Reply::into_response).boxed(),
+        listener,
+        tls,
+        async move { stop.cancelled().await },
+        braid_ingest::DRAIN,
+    )
+    .await
+    {
+        tracing::warn!(
+            "requests still in flight after {:?}: stopped without them",
+            braid_ingest::DRAIN
+        );
+    }
     shutdown.cancel();
     if let Some(m) = mqtt {
         match m.await {

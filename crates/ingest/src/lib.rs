@@ -15,6 +15,7 @@ pub mod line_protocol;
 pub mod mqtt;
 pub mod partition;
 pub mod sink;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct IngestConfig {
     pub insecure: bool,
     /// An MQTT broker to subscribe to as well (see [`mqtt`]).
     pub mqtt: Option<mqtt::MqttConfig>,
+    /// TLS: serve HTTPS with this certificate (see [`tls`]).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// Why ingest stopped.
@@ -57,6 +60,9 @@ pub enum IngestRunError {
         #[source]
         source: std::io::Error,
     },
+    /// The certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// The MQTT settings are wrong.
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
@@ -107,6 +113,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     if let Some(m) = &config.mqtt {
         m.host_port()?;
     }
+    let tls_config = config.tls.as_ref().map(tls::server_config).transpose()?;
     let gw = gateway(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
@@ -114,7 +121,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
             addr: config.http,
             source,
         })?;
-    tracing::info!(addr = %config.http, "ingest gateway listening");
+    tracing::info!(addr = %config.http, tls = tls_config.is_some(), "ingest gateway listening");
     let mqtt = config
         .mqtt
         .clone()
@@ -122,23 +129,25 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     let routes = gateway::filters::routes(gw.clone());
     let draining = gw.clone();
     let stop = shutdown.clone();
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(async move {
+    let drained = tls::serve(
+        routes,
+        listener,
+        tls_config,
+        async move {
             stop.cancelled().await;
             draining
                 .metrics
                 .draining
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!("shutting down: not ready, draining requests in flight");
-        })
-        .run();
-    tokio::pin!(server);
-    tokio::select! {
-        () = &mut server => {}
-        () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
-            tracing::warn!("requests still in flight after {DRAIN:?}: stopping without them (they were not acknowledged)");
-        }
+        },
+        DRAIN,
+    )
+    .await;
+    if !drained {
+        tracing::warn!(
+            "requests still in flight after {DRAIN:?}: stopping without them (they were not acknowledged)"
+        );
     }
     if let Some(m) = mqtt {
         match m.await {

@@ -39,6 +39,7 @@ pub(crate) async fn serve_with_tokens(
             http: "127.0.0.1:0".parse().unwrap(),
             openapi_extra: None,
             tokens,
+            tls: None,
         },
         stop.clone(),
     )

@@ -5,3 +5,4 @@
 mod decoders;
 mod gateway;
 mod mqtt;
+mod tls;
