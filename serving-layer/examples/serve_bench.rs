@@ -144,6 +144,7 @@ async fn main() {
         http: metrics::HttpMetrics::default(),
         openapi: serde_json::from_str(OPENAPI).unwrap(),
         tokens: None,
+        alerts: Arc::new(braid_serving::alerts::AlertFeed::default()),
     });
 
     let path = format!(

@@ -416,7 +416,7 @@ fn status(s: &Serving) -> Value {
             "compare_states_kept": s.batch.retired().len(),
         },
         "batch": batch_status(s),
-        "alerts": { "available": false },
+        "alerts": { "available": true, "total": s.alerts.total.load(Ordering::Relaxed) },
     })
 }
 
@@ -549,6 +549,26 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                     compare_answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
                 },
             );
+    let alerts_route = warp::get()
+        .and(warp::path!("v1" / "alerts"))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with.clone())
+        .and_then(
+            |q: HashMap<String, String>, auth: Option<String>, s: Arc<Serving>| async move {
+                alerts_answer(&s, &q, auth.as_deref()).map_err(warp::reject::custom)
+            },
+        );
+    let alerts_stream = warp::get()
+        .and(warp::path!("v1" / "alerts" / "stream"))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(with.clone())
+        .and_then(
+            |q: HashMap<String, String>, auth: Option<String>, s: Arc<Serving>| async move {
+                alerts_sse(&s, &q, auth.as_deref()).map_err(warp::reject::custom)
+            },
+        );
     let metrics_route = warp::get()
         .and(warp::path!("metrics"))
         .and(with.clone())
@@ -591,7 +611,92 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .unify()
         .or(readyz)
         .unify()
+        .or(alerts_route)
+        .unify()
+        .or(alerts_stream)
+        .unify()
         .boxed()
+}
+
+/// Checks that the request may read the alerts of `device` (`None`: of
+/// every device), when the server has read tokens.
+fn authorize_alerts(
+    s: &Serving,
+    authorization: Option<&str>,
+    device: Option<&str>,
+) -> Result<(), ServingError> {
+    if let Some(tokens) = &s.tokens {
+        let entry = tokens.authenticate(authorization)?;
+        braid_ingest::auth::Tokens::check_read(&entry, device)?;
+    }
+    Ok(())
+}
+
+/// `GET /v1/alerts`: the newest alerts kept (`device`, `metric`, `limit`,
+/// default 100).
+fn alerts_answer(
+    s: &Serving,
+    q: &HashMap<String, String>,
+    authorization: Option<&str>,
+) -> Result<warp::reply::Response, ServingError> {
+    let device = q.get("device").map(String::as_str);
+    authorize_alerts(s, authorization, device)?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l.parse::<usize>().map_err(|_| ServingError::BadParameter {
+            name: "limit",
+            reason: format!("`{l}` is not a count"),
+        })?,
+    };
+    let alerts = s
+        .alerts
+        .recent(device, q.get("metric").map(String::as_str), limit);
+    Ok(warp::reply::json(&json!({
+        "alerts": alerts,
+        "total": s.alerts.total.load(Ordering::Relaxed),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/alerts/stream`: each new alert as a server-sent event
+/// (`event: alert`, the alert as JSON), with `device` and `metric` filters.
+fn alerts_sse(
+    s: &Serving,
+    q: &HashMap<String, String>,
+    authorization: Option<&str>,
+) -> Result<warp::reply::Response, ServingError> {
+    use futures::StreamExt;
+    let device = q.get("device").cloned();
+    authorize_alerts(s, authorization, device.as_deref())?;
+    let metric = q.get("metric").cloned();
+    let alerts = futures::stream::unfold(s.alerts.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(a) => return Some((a, rx)),
+                // A slow reader misses some; it goes on with the next.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let events = alerts.filter_map(move |a| {
+        let keep = (device.as_ref().is_none_or(|d| &a.device_id == d)
+            && metric.as_ref().is_none_or(|m| &a.metric == m))
+        .then_some(a);
+        async move {
+            keep.map(|a| {
+                Ok::<_, std::convert::Infallible>(
+                    warp::sse::Event::default()
+                        .event("alert")
+                        .json_data(&a)
+                        .unwrap_or_else(|_| {
+                            warp::sse::Event::default().comment("unserialisable alert")
+                        }),
+                )
+            })
+        }
+    });
+    Ok(warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response())
 }
 
 /// The JSON reply for an error (with `WWW-Authenticate` when a token is

@@ -15,6 +15,7 @@
 //! It meets the other layers only through Kafka topics and stored views,
 //! never through their code.
 
+pub mod alerts;
 pub mod api;
 pub mod batch;
 pub mod compare;
@@ -67,6 +68,8 @@ pub struct Serving {
     pub openapi: serde_json::Value,
     /// Read tokens (see [`ServingConfig::tokens`]).
     pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
+    /// The alerts from `braid.alerts`.
+    pub alerts: Arc<alerts::AlertFeed>,
 }
 
 /// Why serving stopped.
@@ -94,6 +97,7 @@ pub fn start(
     config: &ServingConfig,
     shutdown: CancellationToken,
 ) -> Result<Arc<Serving>, ServingRunError> {
+    let alerts = alerts::start(&config.brokers, shutdown.clone())?;
     let feed = feed::start(&config.brokers, shutdown)?;
     let mut openapi: serde_json::Value =
         serde_json::from_str(OPENAPI).unwrap_or(serde_json::Value::Null);
@@ -110,6 +114,7 @@ pub fn start(
         http: metrics::HttpMetrics::default(),
         openapi,
         tokens: config.tokens.clone(),
+        alerts,
     }))
 }
 

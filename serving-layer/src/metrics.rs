@@ -22,9 +22,11 @@ pub struct HttpMetrics {
 
 /// The route template a path was served by, so labels stay few.
 pub fn route_of(path: &str) -> &'static str {
-    const FIXED: [&str; 11] = [
+    const FIXED: [&str; 13] = [
         "/",
         "/v1/views",
+        "/v1/alerts",
+        "/v1/alerts/stream",
         "/v1/status",
         "/v1/readings",
         "/v1/write",

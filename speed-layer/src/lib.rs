@@ -46,6 +46,9 @@ pub struct SpeedConfig {
     pub publish_interval: Duration,
     /// States held before a warning that memory is growing.
     pub max_states: usize,
+    /// Anomaly detectors judged on every reading (alerts go to
+    /// `braid.alerts`).
+    pub detectors: braid_core::detect::Detectors,
 }
 
 impl SpeedConfig {
@@ -60,6 +63,7 @@ impl SpeedConfig {
             checkpoint_interval: Duration::from_secs(10),
             publish_interval: Duration::from_millis(100),
             max_states: 2_000_000,
+            detectors: braid_core::detect::Detectors::default(),
         }
     }
 }

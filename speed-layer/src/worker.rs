@@ -7,13 +7,14 @@
 //! consumer sought to the checkpoint's offset), a revoked one is dropped
 //! without writing anything, so that only the new owner writes from then on.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_core::ViewSet;
 use braid_core::codec::decode_records;
+use braid_core::detect::{Alert, DetectorState};
 use braid_core::fold::PartitionFolder;
 use braid_core::merge::EpochSpan;
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
@@ -60,6 +61,8 @@ pub struct WorkerStats {
     pub published: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Alerts published to `braid.alerts`.
+    pub alerts: u64,
 }
 
 pub(crate) struct Worker {
@@ -76,7 +79,15 @@ pub(crate) struct Worker {
     unsent: Vec<SpeedMessage>,
     last_outage_warning: Option<Instant>,
     last_rebuild: Instant,
+    /// Detector states per (partition, device, metric), one per detector
+    /// of the metric; not checkpointed (a restarted worker learns again).
+    detect: HashMap<(i32, String, String), Vec<DetectorState>>,
+    /// Alerts raised and not yet acknowledged by `braid.alerts`.
+    alerts: Vec<Alert>,
 }
+
+/// Alerts held while `braid.alerts` does not acknowledge, at most.
+const MAX_HELD_ALERTS: usize = 10_000;
 
 fn restore_id() -> u64 {
     let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
@@ -131,6 +142,8 @@ impl Worker {
             unsent: Vec::new(),
             last_outage_warning: None,
             last_rebuild: Instant::now(),
+            detect: HashMap::new(),
+            alerts: Vec::new(),
         })
     }
 
@@ -176,6 +189,7 @@ impl Worker {
 
     fn drain_events(&mut self) {
         for p in self.events.take_revoked() {
+            self.detect.retain(|(q, _, _), _| *q != p);
             if self.partitions.remove(&p).is_some() {
                 tracing::info!(
                     partition = p,
@@ -336,6 +350,31 @@ impl Worker {
                 .fold(&mut part.folder, &self.views.views, rec, part.epoch_start);
             self.stats.records += 1;
         }
+        if !self.config.detectors.defs.is_empty() {
+            for rec in &records {
+                let r = &rec.reading;
+                let defs: Vec<_> = self.config.detectors.of(&r.metric).collect();
+                if defs.is_empty() {
+                    continue;
+                }
+                let states = self
+                    .detect
+                    .entry((p, r.device_id.clone(), r.metric.clone()))
+                    .or_insert_with(|| vec![DetectorState::default(); defs.len()]);
+                for (d, state) in defs.iter().zip(states.iter_mut()) {
+                    let (_, raised) = d.alerts(state, r);
+                    self.alerts.extend(raised);
+                }
+            }
+            if self.alerts.len() > MAX_HELD_ALERTS {
+                let drop = self.alerts.len() - MAX_HELD_ALERTS;
+                self.alerts.drain(..drop);
+                tracing::warn!(
+                    dropped = drop,
+                    "braid.alerts is not acknowledging: the oldest alerts were dropped"
+                );
+            }
+        }
         part.resume.done(offset);
         part.progressed = true;
         for (index, reason) in dead {
@@ -437,7 +476,61 @@ impl Worker {
     /// partition's progress, and waits for the acknowledgements. Says
     /// whether all of it was acknowledged: what Kafka could not take (the
     /// broker down or slow) stays marked changed, for the next call.
+    /// Sends the alerts raised since the last call to `braid.alerts`
+    /// (JSON, keyed by device); those Kafka does not acknowledge stay for
+    /// the next call.
+    async fn publish_alerts(&mut self) {
+        if self.alerts.is_empty() {
+            return;
+        }
+        let alerts = std::mem::take(&mut self.alerts);
+        let payloads: Vec<(String, Vec<u8>)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.device_id.clone(),
+                    serde_json::to_vec(a).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let pending: Vec<_> = payloads
+            .iter()
+            .map(|(key, payload)| {
+                self.producer
+                    .send_result(
+                        FutureRecord::to(Topics::ALERTS)
+                            .key(key.as_str())
+                            .payload(payload.as_slice()),
+                    )
+                    .ok()
+            })
+            .collect();
+        let mut kept = Vec::new();
+        for (alert, sent) in alerts.into_iter().zip(pending) {
+            let delivered = match sent {
+                Some(d) => matches!(
+                    tokio::time::timeout(Duration::from_secs(5), d).await,
+                    Ok(Ok(Ok(_)))
+                ),
+                None => false,
+            };
+            if delivered {
+                self.stats.alerts += 1;
+            } else {
+                kept.push(alert);
+            }
+        }
+        if !kept.is_empty() {
+            tracing::warn!(
+                held = kept.len(),
+                "braid.alerts did not acknowledge some alerts; sending them again later"
+            );
+            self.alerts = kept;
+        }
+    }
+
     async fn publish(&mut self) -> Result<bool, SpeedError> {
+        self.publish_alerts().await;
         while let Some(msg) = self.unsent.first() {
             match self.try_send_control(msg).await {
                 Ok(()) => {

@@ -650,19 +650,37 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Reads and parses a views file, naming the file in any error.
 pub fn load_views(path: &Path) -> Result<ViewSet> {
+    Ok(load_views_and_detectors(path)?.0)
+}
+
+/// Reads a views file's views and its `[[detectors]]`, naming the file in
+/// any error.
+pub fn load_views_and_detectors(path: &Path) -> Result<(ViewSet, braid_core::detect::Detectors)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    ViewSet::parse(&text).with_context(|| format!("{}", path.display()))
+    let set = ViewSet::parse(&text).with_context(|| format!("{}", path.display()))?;
+    let detectors = braid_core::detect::Detectors::parse(&text)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok((set, detectors))
 }
 
 fn views_check(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for file in files {
-        match load_views(file) {
-            Ok(set) => {
+        match load_views_and_detectors(file) {
+            Ok((set, detectors)) => {
                 println!("{}: {} views, all valid", file.display(), set.views.len());
                 for v in &set.views {
                     println!("  {v}");
+                }
+                if !detectors.defs.is_empty() {
+                    let metrics: Vec<&str> =
+                        detectors.defs.iter().map(|d| d.metric.as_str()).collect();
+                    println!(
+                        "  {} detectors, valid: {}",
+                        detectors.defs.len(),
+                        metrics.join(", ")
+                    );
                 }
             }
             Err(e) => {
@@ -770,7 +788,9 @@ async fn speed_alone(
         "braid speed: reading {brokers}, checkpoints under {}",
         storage.data_dir.display()
     );
-    let stats = braid_speed::run(speed.config(brokers, storage.data_dir, set), shutdown).await?;
+    let mut config = speed.config(brokers, storage.data_dir, set);
+    config.detectors = load_views_and_detectors(&views.views)?.1;
+    let stats = braid_speed::run(config, shutdown).await?;
     println!(
         "braid speed: stopped after {} records, {} checkpoints",
         stats.records, stats.checkpoints
@@ -1046,10 +1066,10 @@ async fn up(
             (broker.brokers(), Some(broker))
         }
     };
-    let speed = tokio::spawn(braid_speed::run(
-        speed_args.config(brokers.clone(), storage.data_dir.clone(), set.clone()),
-        shutdown.clone(),
-    ));
+    let mut speed_config =
+        speed_args.config(brokers.clone(), storage.data_dir.clone(), set.clone());
+    speed_config.detectors = load_views_and_detectors(&views.views)?.1;
+    let speed = tokio::spawn(braid_speed::run(speed_config, shutdown.clone()));
     let archive = tokio::spawn(braid_batch::run(
         archive_args.config(brokers.clone(), storage.data_dir.clone()),
         shutdown.clone(),

@@ -24,6 +24,7 @@
 pub mod agg;
 pub mod codec;
 pub mod dedup;
+pub mod detect;
 pub mod encoding;
 pub mod fold;
 pub mod hash;

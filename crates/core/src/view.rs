@@ -401,6 +401,9 @@ struct FileToml {
     defaults: Option<DefaultsToml>,
     #[serde(default)]
     views: Vec<ViewToml>,
+    /// Read by [`crate::detect::Detectors::parse`].
+    #[serde(default, rename = "detectors")]
+    _detectors: Option<toml::Value>,
 }
 
 #[derive(Deserialize, Default)]

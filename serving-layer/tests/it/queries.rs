@@ -328,3 +328,115 @@ async fn read_tokens_scope_queries() {
     }
     stop.cancel();
 }
+
+/// Alerts in `braid.alerts` are answered by `GET /v1/alerts` (a repeat
+/// kept once, newest first, filtered by device) and new ones streamed by
+/// `GET /v1/alerts/stream` as server-sent events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_and_streamed() {
+    use braid_core::detect::{Alert, Detector, Flag, Severity};
+    use futures::StreamExt;
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = ViewSet::parse(VIEWS).unwrap();
+    let alert = |device: &str, ts: i64| Alert {
+        device_id: device.into(),
+        metric: "t".into(),
+        ts,
+        value: 99.0,
+        flag: Flag {
+            detector: Detector::Max,
+            score: 9.9,
+            expected_min: None,
+            expected_max: Some(10.0),
+            severity: Severity::Critical,
+        },
+    };
+    let producer: FutureProducer = producer_config(&broker.brokers()).create().unwrap();
+    let send = |a: Alert| {
+        let producer = producer.clone();
+        async move {
+            let payload = serde_json::to_vec(&a).unwrap();
+            producer
+                .send(
+                    FutureRecord::to(braid_kafka::Topics::ALERTS)
+                        .key(&a.device_id)
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    };
+    send(alert("d1", T0)).await;
+    send(alert("d1", T0)).await;
+    send(alert("d2", T0 + 1000)).await;
+    let stop = CancellationToken::new();
+    let base = crate::serve(broker.brokers(), dir.path(), set, &stop).await;
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let a: Value = http
+            .get(format!("{base}/v1/alerts"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if a["total"] == 2 {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let list = all["alerts"].as_array().unwrap();
+    assert_eq!(list[0]["device_id"], "d2");
+    assert_eq!(list[1]["expected_max"], 10.0);
+    assert_eq!(list[1]["expected_min"], Value::Null);
+    assert_eq!(list[1]["detector"], "max");
+    let one: Value = http
+        .get(format!("{base}/v1/alerts?device=d1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["alerts"].as_array().unwrap().len(), 1);
+    let status: Value = http
+        .get(format!("{base}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["alerts"]["available"], true);
+    // The stream: a new alert arrives as an event.
+    let stream = http
+        .get(format!("{base}/v1/alerts/stream?device=d3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut body = stream.bytes_stream();
+    send(alert("d4", T0 + 3000)).await;
+    send(alert("d3", T0 + 2000)).await;
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !text.contains("\"device_id\":\"d3\"") {
+        assert!(Instant::now() < deadline, "{text}");
+        if let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(1), body.next()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+    assert!(
+        text.contains("event:alert") || text.contains("event: alert"),
+        "{text}"
+    );
+    assert!(!text.contains("\"d4\""), "filtered by device: {text}");
+    stop.cancel();
+}

@@ -123,3 +123,63 @@ async fn restarts_count_nothing_twice() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// With a detector configured, an excursion above its bound raises one
+/// alert in `braid.alerts` (not one per reading), and a second excursion
+/// after the detector re-armed raises another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excursion_raises_one_alert_in_braid_alerts() {
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let values = [1.0, 2.0, 50.0, 60.0, 70.0, 1.0, 1.0, 1.0, 80.0, 1.0];
+    let rs: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Reading {
+            device_id: "hot-1".into(),
+            metric: "t".into(),
+            ts: NOW - 60_000 + i as i64 * 1000,
+            value: *v,
+            seq: Some(i as u64),
+            tags: Default::default(),
+        })
+        .collect();
+    produce(&broker.brokers(), &rs, 1, Some(NOW)).await;
+    let mut c = config(broker.brokers(), dir.path());
+    c.detectors = braid_core::detect::Detectors::parse(
+        "[[detectors]]\nmetric = \"t\"\nmax = 10.0\nrearm = 3\n",
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(c, stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let mut alerts: Vec<braid_core::detect::Alert> = Vec::new();
+        braid_kafka::drain::drain_topic(
+            &broker.brokers(),
+            braid_kafka::Topics::ALERTS,
+            Duration::from_millis(1000),
+            Duration::from_secs(20),
+            |m| {
+                use rdkafka::Message;
+                alerts.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+            },
+        )
+        .unwrap();
+        if alerts.len() >= 2 || std::time::Instant::now() > deadline {
+            break alerts;
+        }
+    };
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    let seen: Vec<(f64, i64)> = alerts.iter().map(|a| (a.value, a.ts)).collect();
+    assert_eq!(
+        seen,
+        [(50.0, NOW - 58_000), (80.0, NOW - 52_000)],
+        "{alerts:?}"
+    );
+    assert_eq!(alerts[0].flag.detector, braid_core::detect::Detector::Max);
+    assert_eq!(alerts[0].flag.expected_max, Some(10.0));
+    assert_eq!(stats.alerts, 2);
+}

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod aggregates;
+mod detectors_on_real_data;
 mod model;
 mod views_file;
