@@ -91,7 +91,7 @@ pub struct IngestArgs {
     #[arg(long, env = "BRAID_ACK_TIMEOUT", default_value = "5s", value_parser = parse_duration_ms)]
     pub ack_timeout: i64,
 
-    /// Also subscribe (QoS 1) to braid/<device>/readings on this MQTT
+    /// Also subscribe (QoS 1) to `braid/<device>/readings` on this MQTT
     /// broker (HOST:PORT): payloads as for POST /v1/readings, refused
     /// records to braid.readings.dlq, acknowledged to the broker only once
     /// Kafka has them.

@@ -216,13 +216,15 @@ impl DetectorDef {
     pub fn judge(&self, state: &mut DetectorState, reading: &Reading) -> Vec<Flag> {
         let (ts, value) = (reading.ts, reading.value);
         let mut flags = Vec::new();
-        let tag_max = self
+        // A bound from the reading's own tag replaces the static one.
+        let max = self
             .max_tag
             .as_ref()
             .and_then(|t| reading.tags.get(t))
             .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|m| m.is_finite() && value > *m);
-        if let Some(max) = tag_max {
+            .filter(|m| m.is_finite())
+            .or(self.max);
+        if let Some(max) = max.filter(|m| value > *m) {
             flags.push(Flag {
                 detector: Detector::Max,
                 score: ratio(value - max, max),
@@ -236,16 +238,7 @@ impl DetectorDef {
                 detector: Detector::Min,
                 score: ratio(min - value, min),
                 expected_min: Some(min),
-                expected_max: self.max,
-                severity: Severity::Critical,
-            });
-        }
-        if let Some(max) = self.max.filter(|m| value > *m && tag_max.is_none()) {
-            flags.push(Flag {
-                detector: Detector::Max,
-                score: ratio(value - max, max),
-                expected_min: self.min,
-                expected_max: Some(max),
+                expected_max: max,
                 severity: Severity::Critical,
             });
         }

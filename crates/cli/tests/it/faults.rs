@@ -105,13 +105,7 @@ fn probe(c: &Cluster, n: u64) -> Result<(u16, Option<String>), String> {
         Duration::from_secs(15),
     );
     if matches!(answer, Ok((200..=299, _))) {
-        let line = json!({"device_id": "probe-ready", "metric": "occupancy", "ts": now, "seq": n});
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(probes_file(c))
-            .expect("probes file");
-        std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).expect("write");
+        record_acked(c, &[r]);
     }
     answer
 }
@@ -569,15 +563,7 @@ fn post_acked(c: &Cluster, readings: &[Value]) {
     )
     .expect("post");
     assert!((200..300).contains(&status), "post: {status}");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(probes_file(c))
-        .expect("probes file");
-    for r in readings {
-        let line = json!({"device_id": r["device_id"], "metric": r["metric"], "ts": r["ts"], "seq": r["seq"]});
-        std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).expect("write");
-    }
+    record_acked(c, readings);
 }
 
 /// The `home_power` row of `device` for the window starting at `start`.
@@ -980,11 +966,17 @@ fn case_11_full_file_system() {
 /// Appends readings acknowledged to the test itself to the probes file,
 /// so verify holds them too.
 fn record_acked(c: &Cluster, readings: &[Value]) {
+    append_acked(&probes_file(c), readings);
+}
+
+/// Appends `readings` (device, metric, ts, seq) to an acknowledgement
+/// file.
+fn append_acked(path: &Path, readings: &[Value]) {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(probes_file(c))
-        .expect("probes file");
+        .open(path)
+        .expect("acknowledgement file");
     for r in readings {
         let line = json!({"device_id": r["device_id"], "metric": r["metric"], "ts": r["ts"], "seq": r["seq"]});
         std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()).expect("write");
@@ -1324,16 +1316,7 @@ fn case_13_tokens_scopes_and_flooding() {
                 match status {
                     200 => {
                         ok += 1;
-                        let mut f = std::fs::OpenOptions::new()
-                            .append(true)
-                            .create(true)
-                            .open(&acked)
-                            .expect("probes file");
-                        for r in &batch {
-                            let line = json!({"device_id": r["device_id"], "metric": r["metric"], "ts": r["ts"], "seq": r["seq"]});
-                            std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes())
-                                .expect("write");
-                        }
+                        append_acked(&acked, &batch);
                     }
                     429 => limited += 1,
                     other => panic!("the flood got {other}"),

@@ -84,17 +84,7 @@ fn gateway_url() -> &'static str {
                 .unwrap();
             rt.block_on(async move {
                 let broker = braid_testkit::memory_broker().await;
-                let sink = braid_ingest::ReadingSink::connect(
-                    &broker.brokers(),
-                    std::time::Duration::from_secs(5),
-                )
-                .await
-                .unwrap();
-                let gw = std::sync::Arc::new(braid_ingest::Gateway::new(
-                    sink,
-                    braid_ingest::GatewayConfig::default(),
-                    braid_ingest::system_clock,
-                ));
+                let gw = crate::default_gateway(&broker.brokers()).await;
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(format!("http://{}", listener.local_addr().unwrap()))
                     .unwrap();

@@ -5,11 +5,9 @@
 //! broker's persistent session holds it until the gateway acknowledges).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_ingest::mqtt::{MqttConfig, run};
-use braid_ingest::{Gateway, GatewayConfig, ReadingSink};
 use braid_kafka::Topics;
 use braid_kafka::drain::drain_topic;
 use braid_testkit::mosquitto::Mosquitto;
@@ -64,14 +62,7 @@ async fn published_readings_land_once_and_refusals_in_the_dlq() {
     let mqtt = Mosquitto::start();
     let broker = memory_broker().await;
     let brokers = broker.brokers();
-    let sink = ReadingSink::connect(&brokers, Duration::from_secs(5))
-        .await
-        .unwrap();
-    let gw = Arc::new(Gateway::new(
-        sink,
-        GatewayConfig::default(),
-        braid_ingest::system_clock,
-    ));
+    let gw = crate::default_gateway(&brokers).await;
     let config = MqttConfig {
         addr: mqtt.addr.clone(),
         client_id: "braid-test".into(),

@@ -4,12 +4,10 @@
 //! bad key names its file, and shutdown drains.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use braid_ingest::gateway::filters::routes;
 use braid_ingest::tls::{TlsFiles, serve, server_config};
-use braid_ingest::{Gateway, GatewayConfig, ReadingSink};
 use braid_testkit::{init_tracing, logs::read_log, memory_broker};
 use tokio_util::sync::CancellationToken;
 
@@ -23,14 +21,7 @@ fn fixture(name: &str) -> PathBuf {
 async fn writes_over_https_are_acknowledged() {
     init_tracing();
     let broker = memory_broker().await;
-    let sink = ReadingSink::connect(&broker.brokers(), Duration::from_secs(5))
-        .await
-        .unwrap();
-    let gw = Arc::new(Gateway::new(
-        sink,
-        GatewayConfig::default(),
-        braid_ingest::system_clock,
-    ));
+    let gw = crate::default_gateway(&broker.brokers()).await;
     let files = TlsFiles {
         cert: fixture("tls-cert.pem"),
         key: fixture("tls-key.pem"),
