@@ -720,11 +720,46 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Makes a failure of the embedded broker's storage end the process with
+/// a clear message, instead of leaving a broker that answers nothing (tansu
+/// 0.6's storage thread panics when SQLite cannot write, e.g. on a full
+/// disk, and every request fails after). What was acknowledged is already
+/// in the database; a supervisor (or the user) starts the broker again.
+fn exit_when_the_broker_storage_fails(dir: PathBuf) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let in_storage = info.location().is_some_and(|l| {
+            l.file().contains("tansu-storage") || l.file().contains("tansu_storage")
+        });
+        if !in_storage {
+            return;
+        }
+        // Say whether the data directory can still be written.
+        let probe = dir.join(".braid-write-probe");
+        let disk = match std::fs::write(&probe, [0u8; 4096]) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&probe);
+                "it can still be written".to_string()
+            }
+            Err(e) => format!("writing there fails: {e}"),
+        };
+        eprintln!(
+            "braid: the embedded broker's storage failed ({info}); data directory {}: {disk}. Exiting: free space if the disk is full, then start it again (what was acknowledged is kept)",
+            dir.display()
+        );
+        std::process::exit(70);
+    }));
+}
+
 async fn start_embedded(
     kafka: &KafkaArgs,
     storage: &StorageArgs,
     memory: bool,
 ) -> Result<EmbeddedBroker> {
+    if !memory {
+        exit_when_the_broker_storage_fails(storage.data_dir.clone());
+    }
     let store = if memory {
         BrokerStorage::Memory
     } else {
