@@ -137,19 +137,13 @@ pub async fn run(
         })?;
     tracing::info!(addr = %config.http, tls = tls.is_some(), "serving layer listening");
     let stop = shutdown.clone();
-    if !braid_ingest::tls::serve(
+    braid_ingest::tls::serve(
         api::routes(serving),
         listener,
         tls,
         async move { stop.cancelled().await },
         braid_ingest::DRAIN,
     )
-    .await
-    {
-        tracing::warn!(
-            "queries still in flight after {:?}: stopped without them",
-            braid_ingest::DRAIN
-        );
-    }
+    .await;
     Ok(())
 }

@@ -23,7 +23,7 @@ use braid_kafka::{
     producer_config, rejoin_if_stalled,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -390,15 +390,7 @@ impl Worker {
         reason: &str,
     ) -> Result<(), SpeedError> {
         let key = format!("{}:{}:{}", m.partition(), m.offset(), index);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "source",
-                value: Some(key.as_str()),
-            });
+        let headers = braid_kafka::topics::dead_letter_headers(reason, &key);
         let payload = m.payload().unwrap_or_default();
         self.producer
             .send(

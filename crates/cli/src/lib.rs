@@ -1201,20 +1201,14 @@ async fn up(
         ));
     }
     let stop = shutdown.clone();
-    if !braid_ingest::tls::serve(
+    braid_ingest::tls::serve(
         routes.map(Reply::into_response).boxed(),
         listener,
         tls,
         async move { stop.cancelled().await },
         braid_ingest::DRAIN,
     )
-    .await
-    {
-        tracing::warn!(
-            "requests still in flight after {:?}: stopped without them",
-            braid_ingest::DRAIN
-        );
-    }
+    .await;
     shutdown.cancel();
     if let Some(m) = mqtt {
         match m.await {

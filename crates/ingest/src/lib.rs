@@ -129,7 +129,7 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
     let routes = gateway::filters::routes(gw.clone());
     let draining = gw.clone();
     let stop = shutdown.clone();
-    let drained = tls::serve(
+    tls::serve(
         routes,
         listener,
         tls_config,
@@ -144,11 +144,6 @@ pub async fn run(config: IngestConfig, shutdown: CancellationToken) -> Result<()
         DRAIN,
     )
     .await;
-    if !drained {
-        tracing::warn!(
-            "requests still in flight after {DRAIN:?}: stopping without them (they were not acknowledged)"
-        );
-    }
     if let Some(m) = mqtt {
         match m.await {
             Ok(r) => {

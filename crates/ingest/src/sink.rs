@@ -202,16 +202,7 @@ impl ReadingSink {
         reason: &str,
         source: &str,
     ) -> Result<(), SinkError> {
-        use rdkafka::message::{Header, OwnedHeaders};
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "source",
-                value: Some(source),
-            });
+        let headers = braid_kafka::topics::dead_letter_headers(reason, source);
         let record = FutureRecord::to(Topics::READINGS_DLQ)
             .key(source)
             .payload(payload)

@@ -74,9 +74,25 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// Serves `routes` on `listener` until `shutdown` resolves, with TLS when
-/// `tls` is given, then drains for at most `drain`. Whether every request
-/// in flight finished in time.
+/// `tls` is given, then drains for at most `drain` (saying so when requests
+/// were still in flight then). Whether every request finished in time.
 pub async fn serve(
+    routes: BoxedFilter<(warp::reply::Response,)>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> bool {
+    let drained = serve_until(routes, listener, tls, shutdown, drain).await;
+    if !drained {
+        tracing::warn!(
+            "requests still in flight {drain:?} after shutdown began: stopped without them (not acknowledged)"
+        );
+    }
+    drained
+}
+
+async fn serve_until(
     routes: BoxedFilter<(warp::reply::Response,)>,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,

@@ -34,6 +34,21 @@ impl Topics {
     }
 }
 
+/// The headers of a record in `braid.readings.dlq`: why it was refused
+/// (naming the record and field) and where it came from.
+pub fn dead_letter_headers(reason: &str, source: &str) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    OwnedHeaders::new()
+        .insert(Header {
+            key: "reason",
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: "source",
+            value: Some(source),
+        })
+}
+
 /// Creates Braid's topics where they do not exist yet. Existing topics are
 /// left as they are (their partition count included).
 pub async fn ensure_topics(brokers: &str, partitions: i32) -> Result<(), KafkaError> {
