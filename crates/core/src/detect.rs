@@ -11,6 +11,9 @@
 //! max_rate = 2000.0     # largest change per second between two readings
 //! stuck = 60            # this many identical readings in a row
 //! robust = true         # the online detector (below)
+//! seasonal = "home_power" # the seasonal detector, trained from this view
+//! seasonal_k = 4.0      # its threshold, in the slot's spreads
+//! timezone = "UTC"      # the calendar of its hours of the week
 //! k = 6.0               # its threshold, in spreads
 //! alpha = 0.05          # its smoothing
 //! warmup = 30           # readings before it judges
@@ -33,6 +36,15 @@
 //! reading is flagged when it is more than 6 spreads and more than 6% of
 //! its level away from the centre.
 //!
+//! The seasonal detector is for devices with history: the batch layer
+//! trains a baseline per device from the named view's windows (see
+//! [`crate::baseline`]), and a reading is scored by its distance from its
+//! hour of the week's median in that slot's spreads (with the same floor
+//! as the online detector's). Where a device's slot is known, the seasonal
+//! detector judges the reading and the online one does not; elsewhere
+//! (new devices, hours without history, before the first batch run) the
+//! online one does.
+//!
 //! A flag is a reading a detector finds abnormal; an alert is the first
 //! flag of a run: a detector that fired stays quiet for that device and
 //! metric until `rearm` normal readings in a row, so a long excursion gives
@@ -40,8 +52,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Reading;
+use crate::baseline::{MetricBaseline, Season, SlotStats, Trainer};
+use crate::fold::GroupKey;
 use crate::view::ViewsError;
+use crate::{AggState, Aggregate, Reading, ViewDef, ViewSet};
 
 /// One metric's detectors, as configured.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -68,6 +82,17 @@ pub struct DetectorDef {
     /// Whether the online robust detector runs.
     #[serde(default)]
     pub robust: bool,
+    /// The view whose batch windows train the seasonal baseline (grouped
+    /// by `device_id`, tumbling windows that divide an hour, with
+    /// `quantiles`); no seasonal detector when absent.
+    #[serde(default)]
+    pub seasonal: Option<String>,
+    /// The seasonal detector's threshold, in the slot's spreads.
+    #[serde(default = "default_seasonal_k")]
+    pub seasonal_k: f64,
+    /// The time zone whose hours of the week the baseline is kept in.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
     /// The online detector's threshold, in spreads.
     #[serde(default = "default_k")]
     pub k: f64,
@@ -94,6 +119,12 @@ pub struct DetectorDef {
 
 fn default_k() -> f64 {
     6.0
+}
+fn default_seasonal_k() -> f64 {
+    4.0
+}
+fn default_timezone() -> String {
+    "UTC".into()
 }
 fn default_alpha() -> f64 {
     0.05
@@ -122,15 +153,18 @@ pub enum Detector {
     Stuck,
     /// Far from the online centre.
     Robust,
+    /// Far from the device's usual value at this hour of the week.
+    Seasonal,
 }
 
 impl Detector {
-    const ALL: [Detector; 5] = [
+    const ALL: [Detector; 6] = [
         Detector::Min,
         Detector::Max,
         Detector::Rate,
         Detector::Stuck,
         Detector::Robust,
+        Detector::Seasonal,
     ];
 
     fn index(self) -> usize {
@@ -144,7 +178,8 @@ impl Detector {
 pub enum Severity {
     /// Unusual.
     Warning,
-    /// Impossible or far off (outside static bounds, or over 2k spreads).
+    /// Impossible or far off (outside static bounds, or over twice the
+    /// threshold).
     Critical,
 }
 
@@ -191,8 +226,8 @@ pub struct DetectorState {
     spread: f64,
     /// Per detector: whether it has fired and not re-armed, and the
     /// normal readings seen since.
-    fired: [bool; 5],
-    normal: [u32; 5],
+    fired: [bool; 6],
+    normal: [u32; 6],
     /// Flagged readings in a row the online detector did not learn from.
     held: u32,
 }
@@ -211,9 +246,20 @@ impl DetectorDef {
             .max(1e-9)
     }
 
+    /// The calendar of the seasonal baseline.
+    pub fn season(&self) -> Season {
+        Season::parse(&self.timezone).unwrap_or_default()
+    }
+
     /// Judges one reading (in event-time order per device) and updates
-    /// `state`: every flag it raises.
-    pub fn judge(&self, state: &mut DetectorState, reading: &Reading) -> Vec<Flag> {
+    /// `state`: every flag it raises. `expected` is the reading's slot of
+    /// the device's seasonal baseline, where known.
+    pub fn judge(
+        &self,
+        state: &mut DetectorState,
+        reading: &Reading,
+        expected: Option<&SlotStats>,
+    ) -> Vec<Flag> {
         let (ts, value) = (reading.ts, reading.value);
         let mut flags = Vec::new();
         // A bound from the reading's own tag replaces the static one.
@@ -268,7 +314,24 @@ impl DetectorDef {
                 severity: Severity::Warning,
             });
         }
-        if self.robust
+        let seasonal = expected.filter(|_| self.seasonal.is_some());
+        if let Some(s) = seasonal {
+            let spread = s.spread.max(self.floor(s.centre));
+            let score = (value - s.centre).abs() / spread;
+            if score > self.seasonal_k {
+                flags.push(Flag {
+                    detector: Detector::Seasonal,
+                    score,
+                    expected_min: Some(s.centre - self.seasonal_k * spread),
+                    expected_max: Some(s.centre + self.seasonal_k * spread),
+                    severity: if score > 2.0 * self.seasonal_k {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                });
+            }
+        } else if self.robust
             && let Some(f) = self.robust_step(state, value)
         {
             flags.push(f);
@@ -326,8 +389,13 @@ impl DetectorDef {
     /// Judges one reading and returns the alerts it raises: flags of
     /// detectors that were armed. Detectors that did not flag count the
     /// reading towards re-arming.
-    pub fn alerts(&self, state: &mut DetectorState, reading: &Reading) -> (Vec<Flag>, Vec<Alert>) {
-        let flags = self.judge(state, reading);
+    pub fn alerts(
+        &self,
+        state: &mut DetectorState,
+        reading: &Reading,
+        expected: Option<&SlotStats>,
+    ) -> (Vec<Flag>, Vec<Alert>) {
+        let flags = self.judge(state, reading, expected);
         let mut alerts = Vec::new();
         for d in Detector::ALL {
             let i = d.index();
@@ -435,16 +503,23 @@ impl Detectors {
             if d.rearm == 0 {
                 return Err(bad("rearm", "must be at least 1"));
             }
+            if !(d.seasonal_k.is_finite() && d.seasonal_k > 0.0) {
+                return Err(bad("seasonal_k", "must be a positive number"));
+            }
+            if let Err(e) = Season::parse(&d.timezone) {
+                return Err(bad("timezone", &e));
+            }
             if d.min.is_none()
                 && d.max.is_none()
                 && d.max_tag.is_none()
                 && d.max_rate.is_none()
                 && d.stuck.is_none()
                 && !d.robust
+                && d.seasonal.is_none()
             {
                 return Err(bad(
                     "metric",
-                    "no detector set: give min, max, max_tag, max_rate, stuck or robust = true",
+                    "no detector set: give min, max, max_tag, max_rate, stuck, robust = true or seasonal = VIEW",
                 ));
             }
         }
@@ -455,6 +530,83 @@ impl Detectors {
     pub fn of(&self, metric: &str) -> impl Iterator<Item = &DetectorDef> {
         self.defs.iter().filter(move |d| d.metric == metric)
     }
+
+    /// Checks that every seasonal detector names a view that can train
+    /// its baseline: one that exists, takes the metric, is grouped by
+    /// `device_id` (and `metric` when it takes several), has tumbling
+    /// windows that divide an hour, and has `quantiles`.
+    pub fn check_views(&self, views: &ViewSet) -> Result<(), ViewsError> {
+        for (i, d) in self.defs.iter().enumerate() {
+            let Some(name) = &d.seasonal else { continue };
+            let bad = |message: String| ViewsError {
+                line: None,
+                view: Some(name.clone()),
+                field: Some(format!("detectors[{i}].seasonal")),
+                message: format!("detector for `{}`: {message}", d.metric),
+            };
+            let v = views
+                .get(name)
+                .ok_or_else(|| bad(format!("no view named `{name}`")))?;
+            if !v.accepts_metric(&d.metric) {
+                return Err(bad(format!("view `{name}` does not take `{}`", d.metric)));
+            }
+            let single = v.metrics.len() == 1;
+            let keys_ok = v.group_by.iter().any(|k| k == "device_id")
+                && v.group_by.iter().all(|k| k == "device_id" || k == "metric")
+                && (single || v.group_by.iter().any(|k| k == "metric"));
+            if !keys_ok {
+                return Err(bad(format!(
+                    "view `{name}` must be grouped by device_id (and metric, as it takes several metrics) and nothing else"
+                )));
+            }
+            let w = &v.windowing;
+            if !w.is_tumbling() || 3_600_000 % w.size_ms != 0 {
+                return Err(bad(format!(
+                    "view `{name}` needs tumbling windows that divide an hour"
+                )));
+            }
+            if !v.aggregates.contains(&Aggregate::Quantiles) {
+                return Err(bad(format!(
+                    "view `{name}` needs the `quantiles` aggregate"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DetectorDef {
+    /// Trains this seasonal detector's baseline from windows of its view
+    /// (as checked by [`Detectors::check_views`]): (window start, group,
+    /// state) in any order.
+    pub fn train<'a>(
+        &self,
+        view: &ViewDef,
+        windows: impl IntoIterator<Item = (i64, &'a GroupKey, &'a AggState)>,
+    ) -> MetricBaseline {
+        let at = |key: &str| view.group_by.iter().position(|k| k == key);
+        let (dev, met) = (at("device_id"), at("metric"));
+        let mut t = Trainer::new(self.season(), view.windowing.size_ms);
+        for (start, group, state) in windows {
+            if met.is_some_and(|m| group.get(m).and_then(Option::as_deref) != Some(&self.metric)) {
+                continue;
+            }
+            if let Some(Some(device)) = dev.and_then(|i| group.get(i)) {
+                t.add(device, start, state);
+            }
+        }
+        t.finish(&view.name)
+    }
+}
+
+/// The seasonal baselines a set of detectors trains, and where they come
+/// from: (metric, view) for every seasonal detector.
+pub fn seasonal_views(detectors: &Detectors) -> Vec<(&DetectorDef, &str)> {
+    detectors
+        .defs
+        .iter()
+        .filter_map(|d| d.seasonal.as_deref().map(|v| (d, v)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -472,6 +624,12 @@ mod tests {
         }
     }
 
+    impl DetectorDef {
+        fn judge_plain(&self, s: &mut DetectorState, r: &Reading) -> Vec<Flag> {
+            self.judge(s, r, None)
+        }
+    }
+
     fn def(text: &str) -> DetectorDef {
         Detectors::parse(&format!("[[detectors]]\n{text}"))
             .unwrap()
@@ -485,29 +643,32 @@ mod tests {
             def("metric = \"m\"\nmin = 0.0\nmax = 100.0\nmax_rate = 10.0\nstuck = 3\nrearm = 2\n");
         let mut s = DetectorState::default();
         let kinds = |f: &[Flag]| f.iter().map(|f| f.detector).collect::<Vec<_>>();
-        assert!(d.judge(&mut s, &r(0, 50.0)).is_empty());
+        assert!(d.judge_plain(&mut s, &r(0, 50.0)).is_empty());
         assert_eq!(
-            kinds(&d.judge(&mut s, &r(1000, 120.0))),
+            kinds(&d.judge_plain(&mut s, &r(1000, 120.0))),
             [Detector::Max, Detector::Rate]
         );
         assert_eq!(
-            kinds(&d.judge(&mut s, &r(2000, -1.0))),
+            kinds(&d.judge_plain(&mut s, &r(2000, -1.0))),
             [Detector::Min, Detector::Rate]
         );
         let mut s = DetectorState::default();
-        d.judge(&mut s, &r(0, 5.0));
-        d.judge(&mut s, &r(1000, 5.0));
-        assert_eq!(kinds(&d.judge(&mut s, &r(2000, 5.0))), [Detector::Stuck]);
+        d.judge_plain(&mut s, &r(0, 5.0));
+        d.judge_plain(&mut s, &r(1000, 5.0));
+        assert_eq!(
+            kinds(&d.judge_plain(&mut s, &r(2000, 5.0))),
+            [Detector::Stuck]
+        );
         // A bound from the reading's own tag.
         let d = def("metric = \"m\"\nmax_tag = \"capacity\"\n");
         let mut full = r(0, 120.0);
         full.tags.insert("capacity".into(), "100".into());
         assert_eq!(
-            kinds(&d.judge(&mut DetectorState::default(), &full)),
+            kinds(&d.judge_plain(&mut DetectorState::default(), &full)),
             [Detector::Max]
         );
         assert!(
-            d.judge(&mut DetectorState::default(), &r(0, 120.0))
+            d.judge_plain(&mut DetectorState::default(), &r(0, 120.0))
                 .is_empty()
         );
     }
@@ -521,7 +682,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            alerts += d.alerts(&mut s, &r(i as i64 * 1000, v)).1.len();
+            alerts += d.alerts(&mut s, &r(i as i64 * 1000, v), None).1.len();
         }
         // 20 (fires), 21, 22 quiet; two normals are not enough to re-arm
         // before 20 again; three normals then 30 fires again.
@@ -535,11 +696,11 @@ mod tests {
         for i in 0..200 {
             let v = 20.0 + 0.1 * ((i % 7) as f64 - 3.0);
             assert!(
-                d.judge(&mut s, &r(i * 1000, v)).is_empty() || i < 20,
+                d.judge_plain(&mut s, &r(i * 1000, v)).is_empty() || i < 20,
                 "reading {i} flagged"
             );
         }
-        let f = d.judge(&mut s, &r(200_000, 25.0));
+        let f = d.judge_plain(&mut s, &r(200_000, 25.0));
         assert_eq!(f.len(), 1);
         assert!(
             f[0].score > 6.0 && f[0].expected_min < Some(20.0) && f[0].expected_max > Some(20.0),
@@ -547,6 +708,68 @@ mod tests {
         );
         // The outlier moved the centre by no more than a normal reading.
         assert!((s.centre - 20.0).abs() < 0.2, "{}", s.centre);
+    }
+
+    #[test]
+    fn the_seasonal_detector_judges_where_the_slot_is_known() {
+        let d = def("metric = \"m\"\nrobust = true\nseasonal = \"v\"\nwarmup = 2\n");
+        let usual = SlotStats {
+            readings: 50,
+            centre: 100.0,
+            spread: 5.0,
+            lo: 92.0,
+            hi: 108.0,
+        };
+        let mut s = DetectorState::default();
+        assert!(d.judge_plain(&mut s, &r(0, 10.0)).is_empty());
+        assert!(d.judge(&mut s, &r(1, 110.0), Some(&usual)).is_empty());
+        let f = d.judge(&mut s, &r(2, 130.0), Some(&usual));
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].detector, Detector::Seasonal);
+        assert_eq!(f[0].score, 6.0);
+        assert_eq!(
+            (f[0].expected_min, f[0].expected_max),
+            (Some(80.0), Some(120.0))
+        );
+        assert_eq!(f[0].severity, Severity::Warning);
+        let f = d.judge(&mut s, &r(3, 150.0), Some(&usual));
+        assert_eq!(f[0].severity, Severity::Critical);
+        // The online detector saw only the reading without a slot.
+        assert_eq!(s.readings(), 1);
+    }
+
+    #[test]
+    fn a_seasonal_detector_needs_a_view_that_can_train_it() {
+        let views = ViewSet::parse(
+            "[[views]]\nname = \"ok\"\nmetrics = [\"m\"]\nwindow = \"30m\"\ngroup_by = [\"device_id\"]\naggregates = [\"quantiles\"]\n\
+             [[views]]\nname = \"wide\"\nmetrics = [\"m\"]\nwindow = \"2h\"\ngroup_by = [\"device_id\"]\naggregates = [\"quantiles\"]\n\
+             [[views]]\nname = \"mean\"\nmetrics = [\"m\"]\nwindow = \"1h\"\ngroup_by = [\"device_id\"]\naggregates = [\"mean\"]\n\
+             [[views]]\nname = \"all\"\nwindow = \"1h\"\ngroup_by = [\"device_id\"]\naggregates = [\"quantiles\"]\n",
+        )
+        .unwrap();
+        let check = |view: &str| {
+            Detectors::parse(&format!(
+                "[[detectors]]\nmetric = \"m\"\nseasonal = \"{view}\"\n"
+            ))
+            .unwrap()
+            .check_views(&views)
+        };
+        assert!(check("ok").is_ok());
+        for (view, says) in [
+            ("nope", "no view"),
+            ("wide", "divide an hour"),
+            ("mean", "quantiles"),
+            ("all", "grouped by device_id"),
+        ] {
+            let e = check(view).unwrap_err();
+            assert!(e.message.contains(says), "{view}: {e}");
+            assert_eq!(e.field.as_deref(), Some("detectors[0].seasonal"));
+        }
+        let e = Detectors::parse(
+            "[[detectors]]\nmetric = \"m\"\nseasonal = \"ok\"\ntimezone = \"Nowhere\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("detectors[0].timezone"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   binary encoding ([`encoding`]).
 //! - [`fold`]: every decision about one record, in its partition's log
 //!   order, for both layers.
+//! - [`detect`]: anomaly detectors; [`baseline`]: seasonal baselines
+//!   trained from batch views, and forecasts from them.
 //! - [`merge`]: the exact batch ⊕ speed merge in log positions;
 //!   [`speedlog`]: the wire format of `braid.speed`.
 //! - [`reference`](mod@reference): every view recomputed from scratch from the log, the
@@ -22,6 +24,7 @@
 //! broker or a disk.
 
 pub mod agg;
+pub mod baseline;
 pub mod codec;
 pub mod dedup;
 pub mod detect;

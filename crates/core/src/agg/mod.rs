@@ -398,6 +398,12 @@ impl AggState {
         }
     }
 
+    /// Any quantile `q` in 0..=1 from the sketch (within its relative
+    /// accuracy); `None` without a sketch or readings.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.sketch.as_ref().and_then(|s| s.quantile(q))
+    }
+
     /// The canonical, versioned binary form. Equal states give equal bytes.
     pub fn encode(&self, w: &mut Writer) {
         w.u8(STATE_VERSION);

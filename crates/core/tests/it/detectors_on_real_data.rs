@@ -51,7 +51,7 @@ fn labelled_sensor_network_readings() {
             let r = reading(mote.clone(), metric, ts, f[k].parse().unwrap());
             for d in detectors.of(metric) {
                 let s = states.entry((mote.clone(), metric)).or_default();
-                let (flags, a) = d.alerts(s, &r);
+                let (flags, a) = d.alerts(s, &r, None);
                 flagged |= !flags.is_empty();
                 alerts += a.len();
             }
@@ -103,7 +103,7 @@ fn what_they_flag_in_the_parking_data() {
         negative += u32::from(occupancy < 0.0);
         for d in detectors.of("occupancy") {
             let s = states.entry(code.to_string()).or_default();
-            for flag in d.judge(s, &r) {
+            for flag in d.judge(s, &r, None) {
                 *counts.entry(format!("{:?}", flag.detector)).or_default() += 1;
             }
         }

@@ -4,5 +4,6 @@
 
 mod aggregates;
 mod detectors_on_real_data;
+mod forecast_on_real_data;
 mod model;
 mod views_file;
