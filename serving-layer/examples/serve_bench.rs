@@ -140,11 +140,14 @@ async fn main() {
     let serving = Arc::new(Serving {
         views: set.clone(),
         feed,
+        baselines: braid_serving::forecast::BaselineCache::new(layout.clone()),
         batch: BatchViews::new(layout),
         http: metrics::HttpMetrics::default(),
         openapi: serde_json::from_str(OPENAPI).unwrap(),
         tokens: None,
         alerts: Arc::new(braid_serving::alerts::AlertFeed::default()),
+        detectors: Default::default(),
+        webhook: None,
     });
 
     let path = format!(

@@ -62,7 +62,7 @@ impl ServingError {
     }
 }
 
-fn time_param(
+pub(crate) fn time_param(
     q: &HashMap<String, String>,
     name: &'static str,
 ) -> Result<Option<i64>, ServingError> {
@@ -91,7 +91,7 @@ fn bool_param(q: &HashMap<String, String>, name: &'static str) -> Result<bool, S
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -253,7 +253,7 @@ fn batch_json(b: &braid_store::views::BatchView) -> Value {
 /// Checks a read of `device` (`None`: every device) of `view` against the
 /// server's read tokens, if it has some. A view not grouped by device
 /// mixes every device's readings, so only a token for every device reads it.
-fn authorize_read(
+pub(crate) fn authorize_read(
     s: &Serving,
     authorization: Option<&str>,
     view: &braid_core::ViewDef,
@@ -563,6 +563,21 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                 alerts_sse(&s, &q, auth.as_deref()).map_err(warp::reject::custom)
             },
         );
+    let forecast_route =
+        warp::get()
+            .and(warp::path!("v1" / "forecast" / String))
+            .and(warp::query::<HashMap<String, String>>())
+            .and(warp::header::optional::<String>("authorization"))
+            .and(with.clone())
+            .and_then(
+                |name: String,
+                 q: HashMap<String, String>,
+                 auth: Option<String>,
+                 s: Arc<Serving>| async move {
+                    crate::forecast::answer(&s, &name, &q, auth.as_deref())
+                        .map_err(warp::reject::custom)
+                },
+            );
     let metrics_route = warp::get()
         .and(warp::path!("metrics"))
         .and(with.clone())
@@ -608,6 +623,8 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .or(alerts_route)
         .unify()
         .or(alerts_stream)
+        .unify()
+        .or(forecast_route)
         .unify()
         .boxed()
 }

@@ -21,8 +21,10 @@ pub mod batch;
 pub mod compare;
 pub mod dashboard;
 pub mod feed;
+pub mod forecast;
 pub mod metrics;
 pub mod query;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,10 @@ pub struct ServingConfig {
     pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
     /// TLS: serve HTTPS with this certificate.
     pub tls: Option<braid_ingest::tls::TlsFiles>,
+    /// The anomaly detectors (forecasts use their bounds).
+    pub detectors: braid_core::detect::Detectors,
+    /// POST every new alert here as JSON, if set.
+    pub alert_webhook: Option<String>,
 }
 
 /// The OpenAPI document of the query routes.
@@ -70,6 +76,12 @@ pub struct Serving {
     pub tokens: Option<Arc<braid_ingest::auth::Tokens>>,
     /// The alerts from `braid.alerts`.
     pub alerts: Arc<alerts::AlertFeed>,
+    /// The seasonal baselines, for forecasts.
+    pub baselines: forecast::BaselineCache,
+    /// The anomaly detectors.
+    pub detectors: braid_core::detect::Detectors,
+    /// The alert webhook's counts, when one is set.
+    pub webhook: Option<Arc<webhook::WebhookStats>>,
 }
 
 /// Why serving stopped.
@@ -98,6 +110,11 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<Arc<Serving>, ServingRunError> {
     let alerts = alerts::start(&config.brokers, shutdown.clone())?;
+    let webhook = config
+        .alert_webhook
+        .as_deref()
+        .map(|url| webhook::start(&config.brokers, url, shutdown.clone()))
+        .transpose()?;
     let feed = feed::start(&config.brokers, shutdown)?;
     let mut openapi: serde_json::Value =
         serde_json::from_str(OPENAPI).unwrap_or(serde_json::Value::Null);
@@ -115,6 +132,9 @@ pub fn start(
         openapi,
         tokens: config.tokens.clone(),
         alerts,
+        baselines: forecast::BaselineCache::new(braid_store::Layout::new(&config.data_dir)),
+        detectors: config.detectors.clone(),
+        webhook,
     }))
 }
 

@@ -48,6 +48,8 @@ pub fn route_of(path: &str) -> &'static str {
         "/v1/views/{view}"
     } else if one_more("/v1/compare/") {
         "/v1/compare/{view}"
+    } else if one_more("/v1/forecast/") {
+        "/v1/forecast/{view}"
     } else if one_more("/assets/") {
         "/assets/{file}"
     } else {
@@ -160,6 +162,27 @@ pub fn render(s: &Serving) -> String {
                 String::new(),
                 format!("{:.3}", now.saturating_sub(last) as f64 / 1000.0),
             )],
+        );
+    }
+    if let Some(w) = &s.webhook {
+        family(
+            "braid_alert_webhook_total",
+            "counter",
+            "Alert webhook outcomes: alerts delivered, failed tries, alerts given up on.",
+            &[
+                (
+                    r#"{outcome="delivered"}"#.into(),
+                    w.delivered.load(Ordering::Relaxed).to_string(),
+                ),
+                (
+                    r#"{outcome="failed_try"}"#.into(),
+                    w.failures.load(Ordering::Relaxed).to_string(),
+                ),
+                (
+                    r#"{outcome="dropped"}"#.into(),
+                    w.dropped.load(Ordering::Relaxed).to_string(),
+                ),
+            ],
         );
     }
     let (mut finished, mut rows) = (Vec::new(), Vec::new());

@@ -18,6 +18,7 @@
 //! memory grows with the data and a warning is logged past `max_states`.
 
 pub mod checkpoint;
+pub mod judge;
 pub mod table;
 mod worker;
 

@@ -23,14 +23,15 @@ pub struct PartitionTable {
 
 impl PartitionTable {
     /// Folds one valid record of the partition, in offset order, into the
-    /// epoch that starts at `epoch_start`.
+    /// epoch that starts at `epoch_start`; returns whether it was a
+    /// duplicate.
     pub fn fold(
         &mut self,
         folder: &mut PartitionFolder,
         views: &[ViewDef],
         rec: &Record,
         epoch_start: i64,
-    ) {
+    ) -> bool {
         let hash = device_hash(&rec.reading.device_id);
         let offset = rec.position.offset;
         let Self { states, dirty } = self;
@@ -52,6 +53,6 @@ impl PartitionTable {
             if !dirty.contains(&key) {
                 dirty.insert(key);
             }
-        });
+        })
     }
 }

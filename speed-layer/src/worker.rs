@@ -7,14 +7,14 @@
 //! consumer sought to the checkpoint's offset), a revoked one is dropped
 //! without writing anything, so that only the new owner writes from then on.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_core::ViewSet;
 use braid_core::codec::decode_records;
-use braid_core::detect::{Alert, DetectorState};
+use braid_core::detect::Alert;
 use braid_core::fold::PartitionFolder;
 use braid_core::merge::EpochSpan;
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
@@ -32,6 +32,7 @@ use braid_store::Layout;
 use braid_store::views::published_cuts;
 
 use crate::checkpoint::{Checkpoint, read_sealed, write_sealed};
+use crate::judge::Judge;
 use crate::table::PartitionTable;
 use crate::{SpeedConfig, SpeedError};
 
@@ -79,9 +80,10 @@ pub(crate) struct Worker {
     unsent: Vec<SpeedMessage>,
     last_outage_warning: Option<Instant>,
     last_rebuild: Instant,
-    /// Detector states per (partition, device, metric), one per detector
-    /// of the metric; not checkpointed (a restarted worker learns again).
-    detect: HashMap<(i32, String, String), Vec<DetectorState>>,
+    /// The detectors, their states per (partition, device, metric) and
+    /// the seasonal baselines; states are not checkpointed (a restarted
+    /// worker learns again).
+    judge: Judge,
     /// Alerts raised and not yet acknowledged by `braid.alerts`.
     alerts: Vec<Alert>,
 }
@@ -131,6 +133,7 @@ impl Worker {
         }
         Ok(Self {
             views: config.views.clone(),
+            judge: Judge::new(config.detectors.clone()),
             config,
             consumer: Arc::new(consumer),
             producer,
@@ -142,7 +145,6 @@ impl Worker {
             unsent: Vec::new(),
             last_outage_warning: None,
             last_rebuild: Instant::now(),
-            detect: HashMap::new(),
             alerts: Vec::new(),
         })
     }
@@ -167,6 +169,7 @@ impl Worker {
                 }
                 _ = publish.tick() => {
                     self.drain_events();
+                    self.judge.reload(&Layout::new(self.data_dir()));
                     self.publish().await?;
                 }
                 _ = seal.tick() => {
@@ -189,7 +192,7 @@ impl Worker {
 
     fn drain_events(&mut self) {
         for p in self.events.take_revoked() {
-            self.detect.retain(|(q, _, _), _| *q != p);
+            self.judge.revoke(p);
             if self.partitions.remove(&p).is_some() {
                 tracing::info!(
                     partition = p,
@@ -345,35 +348,24 @@ impl Worker {
         let Some(part) = self.partitions.get_mut(&p) else {
             return Ok(());
         };
+        let judging = !self.judge.is_empty();
         for rec in &records {
-            part.table
-                .fold(&mut part.folder, &self.views.views, rec, part.epoch_start);
+            let duplicate =
+                part.table
+                    .fold(&mut part.folder, &self.views.views, rec, part.epoch_start);
             self.stats.records += 1;
+            // A duplicate is judged once, as the first copy.
+            if judging && !duplicate {
+                self.judge.judge(p, &rec.reading, &mut self.alerts);
+            }
         }
-        if !self.config.detectors.defs.is_empty() {
-            for rec in &records {
-                let r = &rec.reading;
-                let defs: Vec<_> = self.config.detectors.of(&r.metric).collect();
-                if defs.is_empty() {
-                    continue;
-                }
-                let states = self
-                    .detect
-                    .entry((p, r.device_id.clone(), r.metric.clone()))
-                    .or_insert_with(|| vec![DetectorState::default(); defs.len()]);
-                for (d, state) in defs.iter().zip(states.iter_mut()) {
-                    let (_, raised) = d.alerts(state, r);
-                    self.alerts.extend(raised);
-                }
-            }
-            if self.alerts.len() > MAX_HELD_ALERTS {
-                let drop = self.alerts.len() - MAX_HELD_ALERTS;
-                self.alerts.drain(..drop);
-                tracing::warn!(
-                    dropped = drop,
-                    "braid.alerts is not acknowledging: the oldest alerts were dropped"
-                );
-            }
+        if self.alerts.len() > MAX_HELD_ALERTS {
+            let drop = self.alerts.len() - MAX_HELD_ALERTS;
+            self.alerts.drain(..drop);
+            tracing::warn!(
+                dropped = drop,
+                "braid.alerts is not acknowledging: the oldest alerts were dropped"
+            );
         }
         part.resume.done(offset);
         part.progressed = true;

@@ -13,7 +13,10 @@
 //!    user-defined aggregate `braid_state` ([`udaf`]), grouped by view,
 //!    window and group;
 //! 5. writes each view's run (Parquet, the fold states at the cut,
-//!    `manifest.json`), swaps `CURRENT`, and keeps the newest runs.
+//!    `manifest.json`), swaps `CURRENT`, and keeps the newest runs;
+//! 6. trains the seasonal detectors' baselines from their views' new
+//!    windows (the states merged by hour of the week, see
+//!    `braid_core::baseline`) and publishes them (`baselines/CURRENT`).
 //!
 //! `--incremental` starts from the published run instead of from nothing:
 //! its fold states at its cut continue over the records since, and the new
@@ -70,6 +73,9 @@ pub struct RunConfig {
     pub threads: usize,
     /// Called about every second with (records folded, records in all).
     pub progress: Option<Progress>,
+    /// The anomaly detectors: the seasonal ones get their baselines
+    /// trained.
+    pub detectors: braid_core::detect::Detectors,
 }
 
 /// A progress callback: (records folded, records in all).
@@ -93,6 +99,7 @@ impl RunConfig {
             keep: 5,
             threads: 2,
             progress: None,
+            detectors: braid_core::detect::Detectors::default(),
         }
     }
 }
@@ -110,6 +117,9 @@ pub struct RunReport {
     pub incremental: bool,
     /// Per view: name, rows written, readings applied.
     pub views: Vec<(String, u64, u64)>,
+    /// Seasonal baselines published: (metrics, device profiles), if any
+    /// detector is seasonal.
+    pub baselines: Option<(usize, usize)>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -505,14 +515,66 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
         tracing::info!(view = %v.name, rows = manifest.rows, readings = manifest.readings, path = %path.display(), pruned = removed.len(), "view published");
         report_views.push((v.name.clone(), manifest.rows, manifest.readings));
     }
+    let baselines = train_baselines(&layout, &config, &views, &windows, &run_id, config.keep)?;
     Ok(RunReport {
         run_id,
         cut,
         records,
         incremental: base.is_some(),
         views: report_views,
+        baselines,
         elapsed: started.elapsed(),
     })
+}
+
+/// Trains and publishes the seasonal baselines of the views this run
+/// computed; a metric whose view was not in the run keeps its current
+/// baseline.
+fn train_baselines(
+    layout: &Layout,
+    config: &RunConfig,
+    views: &[ViewDef],
+    windows: &[Windows],
+    run_id: &str,
+    keep: usize,
+) -> Result<Option<(usize, usize)>, BatchError> {
+    let seasonal = braid_core::detect::seasonal_views(&config.detectors);
+    if seasonal.is_empty() {
+        return Ok(None);
+    }
+    let previous = braid_store::baselines::read_current(layout).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the current baselines cannot be read: training every metric afresh");
+        None
+    });
+    let mut out = braid_core::baseline::Baselines {
+        run_id: run_id.to_string(),
+        trained_ms: now_ms(),
+        metrics: BTreeMap::new(),
+    };
+    for (def, view_name) in seasonal {
+        match views.iter().position(|v| v.name == view_name) {
+            Some(vi) => {
+                let m = def.train(
+                    &views[vi],
+                    windows[vi].iter().map(|((s, g), (st, _))| (*s, g, st)),
+                );
+                out.metrics.insert(def.metric.clone(), m);
+            }
+            None => {
+                if let Some(m) = previous
+                    .as_ref()
+                    .and_then(|p| p.metrics.get(&def.metric))
+                    .filter(|m| m.view == view_name)
+                {
+                    out.metrics.insert(def.metric.clone(), m.clone());
+                }
+            }
+        }
+    }
+    let path = braid_store::baselines::publish(layout, &out, keep).map_err(store_err)?;
+    let profiles = out.profiles();
+    tracing::info!(metrics = out.metrics.len(), profiles, path = %path.display(), "seasonal baselines published");
+    Ok(Some((out.metrics.len(), profiles)))
 }
 
 /// Adds `other`'s windows into `into`.

@@ -137,3 +137,72 @@ proptest! {
         prop_assert!(incremental == full, "incremental and full runs differ");
     }
 }
+
+/// A view a seasonal detector of `t` can train from.
+const SEASONAL_VIEW: &str = r#"
+[[views]]
+name = "t_by_device"
+metrics = ["t"]
+window = "10s"
+group_by = ["device_id"]
+aggregates = ["count", "quantiles"]
+
+[[detectors]]
+metric = "t"
+seasonal = "t_by_device"
+"#;
+
+fn baselines_run(dir: &Path, set: &ViewSet, incremental: bool) -> braid_core::baseline::Baselines {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = RunConfig::new(dir.to_path_buf(), set.clone());
+    config.incremental = incremental;
+    config.detectors = braid_core::detect::Detectors::parse(SEASONAL_VIEW).unwrap();
+    config.detectors.check_views(set).unwrap();
+    let report = rt.block_on(run(config)).unwrap();
+    let b = braid_store::baselines::read_current(&Layout::new(dir))
+        .unwrap()
+        .expect("baselines published");
+    assert_eq!(b.run_id, report.run_id);
+    assert_eq!(report.baselines, Some((1, b.profiles())));
+    b
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// The baselines a batch run trains are the seasonal detector's
+    /// training over the reference model's windows (the same core states,
+    /// merged by hour of the week), and an incremental run's equal a full
+    /// run's.
+    #[test]
+    fn batch_baselines_equal_training_on_the_model(
+        events in prop::collection::vec(event(), 1..80),
+        sizes in prop::collection::vec(1usize..25, 1..4),
+    ) {
+        let text = format!("{VIEWS}{SEASONAL_VIEW}");
+        let set = ViewSet::parse(&text).unwrap();
+        let detectors = braid_core::detect::Detectors::parse(&text).unwrap();
+        let records = log(&events);
+        let half = records.len() / 2;
+        let dir = tempfile::tempdir().unwrap();
+        archive(dir.path(), &records[..half], &sizes);
+        baselines_run(dir.path(), &set, false);
+        archive(dir.path(), &records[half..], &sizes);
+        let incremental = baselines_run(dir.path(), &set, true);
+        let full = baselines_run(dir.path(), &set, false);
+        prop_assert_eq!(&incremental.metrics, &full.metrics);
+
+        let view = set.get("t_by_device").unwrap();
+        let model = reference_view_in(view, &set.settings, &records, Layer::Batch);
+        let states: Vec<((i64, braid_core::fold::GroupKey), braid_core::AggState)> = model
+            .iter()
+            .map(|(k, w)| (k.clone(), w.state(view.parts())))
+            .collect();
+        let want = detectors.defs[0].train(view, states.iter().map(|((s, g), st)| (*s, g, st)));
+        prop_assert_eq!(&full.metrics["t"], &want);
+    }
+}

@@ -39,6 +39,28 @@ pub struct ViewsArgs {
     pub views: PathBuf,
 }
 
+/// Where alerts go besides `GET /v1/alerts`.
+#[derive(Args, Clone, Debug)]
+pub struct AlertArgs {
+    /// POST every alert as JSON to this URL (http or https; at least once,
+    /// retried 5 times with backoff; one sender per consumer group
+    /// `braid-alert-webhook`, whatever the number of replicas).
+    #[arg(long, env = "BRAID_ALERT_WEBHOOK", value_name = "URL")]
+    pub alert_webhook: Option<String>,
+}
+
+impl AlertArgs {
+    /// The URL, checked.
+    pub fn webhook(&self) -> anyhow::Result<Option<String>> {
+        match &self.alert_webhook {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                anyhow::bail!("--alert-webhook {u}: give an http:// or https:// URL")
+            }
+            u => Ok(u.clone()),
+        }
+    }
+}
+
 /// Where the HTTP API and dashboard listen.
 #[derive(Args, Clone, Debug)]
 pub struct HttpArgs {

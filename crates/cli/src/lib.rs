@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    AccessArgs, ArchiveArgs, BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs, SimArgs,
-    SpeedArgs, StorageArgs, ViewsArgs, parse_scenario,
+    AccessArgs, AlertArgs, ArchiveArgs, BatchScheduleArgs, HttpArgs, IngestArgs, KafkaArgs,
+    SimArgs, SpeedArgs, StorageArgs, ViewsArgs, parse_scenario,
 };
 
 /// Braid: IoT readings into live and historical answers, counted exactly
@@ -33,6 +33,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run everything in one process: the embedded broker (unless --brokers),
@@ -54,6 +56,8 @@ enum Command {
         batch: BatchScheduleArgs,
         #[command(flatten)]
         archive: ArchiveArgs,
+        #[command(flatten)]
+        alerts: AlertArgs,
         /// Also run a simulated fleet of this scenario: parking, home or farm.
         #[arg(long, env = "BRAID_SIMULATE", value_parser = parse_scenario)]
         simulate: Option<braid_sim::Scenario>,
@@ -195,6 +199,8 @@ enum Command {
         http: HttpArgs,
         #[command(flatten)]
         access: AccessArgs,
+        #[command(flatten)]
+        alerts: AlertArgs,
     },
     /// Run the ingest gateway alone: POST /v1/readings (JSON, NDJSON) and
     /// POST /v1/write (InfluxDB line protocol) into braid.readings.
@@ -403,8 +409,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     threads,
                 },
         } => {
-            let set = load_views(&views.views)?;
+            let (set, detectors) = load_views_and_detectors(&views.views)?;
             let mut config = braid_batch::recompute::RunConfig::new(storage.data_dir, set);
+            config.detectors = detectors;
             config.only = view;
             config.incremental = incremental;
             config.keep = keep;
@@ -425,6 +432,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             speed,
             batch,
             archive,
+            alerts,
             simulate,
             sim,
         } => runtime()?.block_on(up(
@@ -433,7 +441,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             ingest,
-            (speed, batch, archive),
+            (speed, batch, archive, alerts),
             simulate.map(|s| (s, sim)),
         )),
         Command::Simulate {
@@ -538,7 +546,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             views,
             http,
             access,
-        } => runtime()?.block_on(serve_alone(kafka, storage, views, http, access)),
+            alerts,
+        } => runtime()?.block_on(serve_alone(kafka, storage, views, http, (access, alerts))),
         Command::Verify {
             kafka,
             storage,
@@ -661,6 +670,9 @@ pub fn load_views_and_detectors(path: &Path) -> Result<(ViewSet, braid_core::det
     let set = ViewSet::parse(&text).with_context(|| format!("{}", path.display()))?;
     let detectors = braid_core::detect::Detectors::parse(&text)
         .with_context(|| format!("{}", path.display()))?;
+    detectors
+        .check_views(&set)
+        .with_context(|| format!("{}", path.display()))?;
     Ok((set, detectors))
 }
 
@@ -674,8 +686,14 @@ fn views_check(files: &[PathBuf]) -> ExitCode {
                     println!("  {v}");
                 }
                 if !detectors.defs.is_empty() {
-                    let metrics: Vec<&str> =
-                        detectors.defs.iter().map(|d| d.metric.as_str()).collect();
+                    let metrics: Vec<String> = detectors
+                        .defs
+                        .iter()
+                        .map(|d| match &d.seasonal {
+                            Some(v) => format!("{} (seasonal from {v}, {})", d.metric, d.timezone),
+                            None => d.metric.clone(),
+                        })
+                        .collect();
                     println!(
                         "  {} detectors, valid: {}",
                         detectors.defs.len(),
@@ -857,10 +875,11 @@ async fn serve_alone(
     storage: StorageArgs,
     views: ViewsArgs,
     http: HttpArgs,
-    access: AccessArgs,
+    (access, alerts): (AccessArgs, AlertArgs),
 ) -> Result<ExitCode> {
     let brokers = external_brokers(&kafka, "serve")?;
-    let set = load_views(&views.views)?;
+    let (set, detectors) = load_views_and_detectors(&views.views)?;
+    let alert_webhook = alerts.webhook()?;
     access.check(http.http)?;
     let tokens = access.load()?;
     let shutdown = shutdown_on_signal();
@@ -877,6 +896,8 @@ async fn serve_alone(
             openapi_extra: None,
             tokens,
             tls: http.tls(),
+            detectors,
+            alert_webhook,
         },
         shutdown,
     )
@@ -976,6 +997,9 @@ async fn batch_run(mut config: braid_batch::recompute::RunConfig) -> Result<Exit
             for (name, rows, readings) in &report.views {
                 println!("  {name}: {rows} windows, {readings} readings");
             }
+            if let Some((metrics, profiles)) = report.baselines {
+                println!("  seasonal baselines: {metrics} metrics, {profiles} device profiles");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ braid_batch::BatchError::Locked { .. }) => {
@@ -991,6 +1015,7 @@ async fn batch_run(mut config: braid_batch::recompute::RunConfig) -> Result<Exit
 async fn batch_schedule(
     data_dir: PathBuf,
     views: ViewSet,
+    detectors: braid_core::detect::Detectors,
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
@@ -1001,6 +1026,7 @@ async fn batch_schedule(
         }
         let mut config = braid_batch::recompute::RunConfig::new(data_dir.clone(), views.clone());
         config.incremental = true;
+        config.detectors = detectors.clone();
         // A run does blocking file work between its awaits: it gets a runtime
         // of its own, so HTTP and the speed layer keep theirs.
         let run = tokio::task::spawn_blocking(move || {
@@ -1074,7 +1100,12 @@ async fn up(
     views: ViewsArgs,
     http: HttpArgs,
     ingest: IngestArgs,
-    (speed_args, batch_args, archive_args): (SpeedArgs, BatchScheduleArgs, ArchiveArgs),
+    (speed_args, batch_args, archive_args, alerts): (
+        SpeedArgs,
+        BatchScheduleArgs,
+        ArchiveArgs,
+        AlertArgs,
+    ),
     simulate: Option<(braid_sim::Scenario, SimArgs)>,
 ) -> Result<ExitCode> {
     use warp::Filter;
@@ -1101,9 +1132,10 @@ async fn up(
             (broker.brokers(), Some(broker))
         }
     };
+    let detectors = load_views_and_detectors(&views.views)?.1;
     let mut speed_config =
         speed_args.config(brokers.clone(), storage.data_dir.clone(), set.clone());
-    speed_config.detectors = load_views_and_detectors(&views.views)?.1;
+    speed_config.detectors = detectors.clone();
     let speed = tokio::spawn(braid_speed::run(speed_config, shutdown.clone()));
     let archive = tokio::spawn(braid_batch::run(
         archive_args.config(brokers.clone(), storage.data_dir.clone()),
@@ -1139,6 +1171,8 @@ async fn up(
             openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),
             tokens: gateway.config.tokens.clone(),
             tls: None,
+            detectors: detectors.clone(),
+            alert_webhook: alerts.webhook()?,
         },
         shutdown.clone(),
     )?;
@@ -1196,6 +1230,7 @@ async fn up(
         tokio::spawn(batch_schedule(
             storage.data_dir.clone(),
             set.clone(),
+            detectors.clone(),
             every,
             shutdown.clone(),
         ));

@@ -14,7 +14,7 @@
 //! The seasonal detector ([`crate::detect`]) scores a reading by its
 //! distance from its slot's centre in spreads. A forecast ([`forecast`])
 //! is the slot's centre plus the device's deviation from its baseline
-//! ([`level`]): the mean deviation over the last week (a trend or season
+//! ([`level`]): the mean deviation over the last day (a trend or season
 //! the baseline's weeks average away), plus the deviation of the last
 //! hours over that, damped hour by hour (a busy afternoon says something
 //! about the next hour, little about tomorrow); the slot's 5-95% range,
@@ -412,9 +412,9 @@ pub struct ForecastPoint {
 /// origin.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Level {
-    /// The mean deviation from the slot's centre over the last week: how
-    /// far this device runs above or below its usual week lately (a trend,
-    /// a season); carried forward undamped.
+    /// The mean deviation from the slot's centre over the last day
+    /// ([`SLOW_MEMORY_MS`]): how far this device runs above or below its
+    /// usual week lately (a trend, a season); carried forward undamped.
     pub slow: f64,
     /// The mean deviation of the last three observations within
     /// [`LEVEL_MEMORY_MS`], if any, and the time of the newest: carried
@@ -423,7 +423,7 @@ pub struct Level {
 }
 
 /// The level of `recent` (time-ordered observations) at `origin`; `None`
-/// when no observation of the last week has a known slot.
+/// when no observation of the last day has a known slot.
 pub fn level(
     base: &MetricBaseline,
     device: &str,

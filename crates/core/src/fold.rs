@@ -154,8 +154,13 @@ impl PartitionFolder {
     }
 
     /// Decides on the next record of the partition, in offset order,
-    /// reporting each effect.
-    pub fn fold(&mut self, views: &[ViewDef], rec: &Record, mut effect: impl FnMut(Effect<'_>)) {
+    /// reporting each effect; returns whether the record is a duplicate.
+    pub fn fold(
+        &mut self,
+        views: &[ViewDef],
+        rec: &Record,
+        mut effect: impl FnMut(Effect<'_>),
+    ) -> bool {
         let r = &rec.reading;
         let duplicate = self.dedup.is_duplicate(DedupKey::of(r), rec.ingest_ts);
         let before = self.max_ts;
@@ -184,6 +189,7 @@ impl PartitionFolder {
                 });
             }
         }
+        duplicate
     }
 
     /// Writes the state for a checkpoint.

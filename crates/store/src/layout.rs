@@ -7,6 +7,7 @@
 //! views/<view>/<run id>/part-0.parquet, manifest.json
 //! views/<view>/CURRENT
 //! views/.lock
+//! baselines/<run id>.bin, CURRENT
 //! speed/checkpoints/partition=P/<next offset>.ckpt
 //! speed/sealed/partition=P.txt
 //! broker/

@@ -7,10 +7,13 @@
 //!   `manifest.json`, and `CURRENT`. The batch layer writes them; the
 //!   serving layer reads them. Each row carries the canonical encoding of its
 //!   aggregate state, so serving merges it with speed states exactly.
+//! - [`baselines`]: seasonal baselines a batch run trained,
+//!   `baselines/<run id>.bin` and `CURRENT`.
 //!
 //! This crate holds formats, not policies: which cut a run picks or how
 //! serving merges is the business of the layers.
 
+pub mod baselines;
 pub mod layout;
 pub mod views;
 

@@ -64,14 +64,14 @@ pub enum StoreError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn format_err(path: &Path, message: impl std::fmt::Display) -> StoreError {
+pub(crate) fn format_err(path: &Path, message: impl std::fmt::Display) -> StoreError {
     StoreError::Format {
         path: path.to_path_buf(),
         message: message.to_string(),

@@ -5,6 +5,7 @@
 
 mod compare;
 mod dashboard;
+mod forecasts;
 mod queries;
 mod seam;
 
@@ -31,8 +32,8 @@ pub(crate) async fn serve_with_tokens(
     tokens: Option<std::sync::Arc<braid_ingest::auth::Tokens>>,
     stop: &CancellationToken,
 ) -> String {
-    let serving = start(
-        &ServingConfig {
+    serve_config(
+        ServingConfig {
             brokers,
             data_dir: data_dir.to_path_buf(),
             views,
@@ -40,10 +41,18 @@ pub(crate) async fn serve_with_tokens(
             openapi_extra: None,
             tokens,
             tls: None,
+            detectors: braid_core::detect::Detectors::default(),
+            alert_webhook: None,
         },
-        stop.clone(),
+        stop,
     )
-    .unwrap();
+    .await
+}
+
+/// Starts a replica of `config` on an ephemeral port until `stop`; its
+/// `http://` base address.
+pub(crate) async fn serve_config(config: ServingConfig, stop: &CancellationToken) -> String {
+    let serving = start(&config, stop.clone()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let s = stop.clone();

@@ -183,3 +183,83 @@ async fn an_excursion_raises_one_alert_in_braid_alerts() {
     assert_eq!(alerts[0].flag.expected_max, Some(10.0));
     assert_eq!(stats.alerts, 2);
 }
+
+/// A seasonal baseline published by a batch run while the worker runs is
+/// loaded without a restart: before it, a reading far from the device's
+/// usual value raises nothing (no baseline, no other detector); after it,
+/// the same reading raises one seasonal alert, and its duplicate is not
+/// judged again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
+    use braid_core::baseline::{Baselines, Season, Trainer};
+    use braid_core::detect::{Alert, Detector, Detectors};
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reading = |i: u64, value: f64| Reading {
+        device_id: "s-1".into(),
+        metric: "t".into(),
+        ts: NOW - 50_000 + i as i64 * 1000,
+        value,
+        seq: Some(i),
+        tags: Default::default(),
+    };
+    let read_alerts = |want: usize, wait: Duration| {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let mut alerts: Vec<Alert> = Vec::new();
+            braid_kafka::drain::drain_topic(
+                &broker.brokers(),
+                braid_kafka::Topics::ALERTS,
+                Duration::from_millis(500),
+                Duration::from_secs(20),
+                |m| {
+                    use rdkafka::Message;
+                    alerts.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+                },
+            )
+            .unwrap();
+            if alerts.len() >= want || std::time::Instant::now() > deadline {
+                return alerts;
+            }
+        }
+    };
+    let set = ViewSet::parse(VIEWS).unwrap();
+    let mut c = config(broker.brokers(), dir.path());
+    c.detectors =
+        Detectors::parse("[[detectors]]\nmetric = \"t\"\nseasonal = \"per_device\"\nrearm = 1\n")
+            .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(c, stop.clone()));
+    produce(&broker.brokers(), &[reading(0, 100.0)], 1, Some(NOW)).await;
+    assert!(read_alerts(1, Duration::from_secs(4)).is_empty());
+
+    // The device usually reads about 10, at every hour of the week.
+    let view = set.get("per_device").unwrap();
+    let mut t = Trainer::new(Season::default(), view.windowing.size_ms);
+    for h in 0..168i64 {
+        let mut s = braid_core::AggState::new(view.parts());
+        for v in [9.0, 9.5, 10.0, 10.0, 10.5, 11.0, 10.0, 9.8, 10.2] {
+            s.fold(v, 0);
+        }
+        t.add("s-1", h * 3_600_000, &s);
+    }
+    let b = Baselines {
+        run_id: "run-1".into(),
+        trained_ms: NOW,
+        metrics: [("t".to_string(), t.finish("per_device"))].into(),
+    };
+    braid_store::baselines::publish(&braid_store::Layout::new(dir.path()), &b, 3).unwrap();
+    tokio::time::sleep(braid_speed::judge::RELOAD_EVERY + Duration::from_secs(1)).await;
+    // The repeat comes after a normal reading re-armed the detector: judged
+    // again, it would raise a second alert.
+    let again = [reading(1, 100.0), reading(2, 10.0), reading(1, 100.0)];
+    produce(&broker.brokers(), &again, 1, Some(NOW)).await;
+    let alerts = read_alerts(2, Duration::from_secs(10));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].flag.detector, Detector::Seasonal);
+    assert_eq!((alerts[0].value, alerts[0].ts), (100.0, NOW - 49_000));
+    assert!(alerts[0].flag.expected_max.unwrap() < 20.0, "{alerts:?}");
+}

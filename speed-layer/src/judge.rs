@@ -1,0 +1,140 @@
+//! The anomaly detectors as the worker runs them: per (partition, device,
+//! metric) detector states, and the seasonal baselines of the newest batch
+//! run, reloaded when `baselines/CURRENT` moves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use braid_core::Reading;
+use braid_core::baseline::Baselines;
+use braid_core::detect::{Alert, DetectorState, Detectors};
+use braid_store::Layout;
+
+/// How often `baselines/CURRENT` is looked at.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// One metric's detector states of a device in a partition.
+#[derive(Debug)]
+struct Slot {
+    partition: i32,
+    metric: String,
+    states: Vec<DetectorState>,
+}
+
+/// The detectors, their states and the baselines they judge against.
+#[derive(Debug)]
+pub struct Judge {
+    detectors: Detectors,
+    baselines: Arc<Baselines>,
+    loaded: Option<String>,
+    checked: Option<Instant>,
+    /// By device id, then a short list of (partition, metric) slots: a
+    /// reading is looked up by `&str` without allocating.
+    states: HashMap<String, Vec<Slot>>,
+}
+
+impl Judge {
+    /// A judge of `detectors`, without baselines until [`Judge::reload`].
+    pub fn new(detectors: Detectors) -> Self {
+        Self {
+            detectors,
+            baselines: Arc::new(Baselines::default()),
+            loaded: None,
+            checked: None,
+            states: HashMap::new(),
+        }
+    }
+
+    /// Whether any detector is configured.
+    pub fn is_empty(&self) -> bool {
+        self.detectors.defs.is_empty()
+    }
+
+    /// The baselines in use.
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
+    }
+
+    /// Loads the current baselines if `CURRENT` names another run than the
+    /// loaded one (looking at most every [`RELOAD_EVERY`]); a file that
+    /// cannot be read keeps the loaded baselines, with a warning.
+    pub fn reload(&mut self, layout: &Layout) {
+        if !self.detectors.defs.iter().any(|d| d.seasonal.is_some())
+            || self.checked.is_some_and(|t| t.elapsed() < RELOAD_EVERY)
+        {
+            return;
+        }
+        self.checked = Some(Instant::now());
+        match braid_store::baselines::current_id(layout) {
+            Ok(Some(id)) if self.loaded.as_ref() != Some(&id) => {
+                match braid_store::baselines::read(layout, &id) {
+                    Ok(b) => {
+                        tracing::info!(run = %id, metrics = b.metrics.len(), profiles = b.profiles(), "seasonal baselines loaded");
+                        self.baselines = Arc::new(b);
+                        self.loaded = Some(id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "seasonal baselines not loaded; keeping the previous ones")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read baselines/CURRENT"),
+        }
+    }
+
+    /// Judges one reading (not a duplicate) of `partition` with every
+    /// detector of its metric, adding the alerts it raises to `out`.
+    pub fn judge(&mut self, partition: i32, r: &Reading, out: &mut Vec<Alert>) {
+        let mut defs = self.detectors.of(&r.metric).peekable();
+        if defs.peek().is_none() {
+            return;
+        }
+        let slots = match self.states.get_mut(r.device_id.as_str()) {
+            Some(s) => s,
+            None => self.states.entry(r.device_id.clone()).or_default(),
+        };
+        let i = match slots
+            .iter()
+            .position(|s| s.partition == partition && s.metric == r.metric)
+        {
+            Some(i) => i,
+            None => {
+                slots.push(Slot {
+                    partition,
+                    metric: r.metric.clone(),
+                    states: Vec::new(),
+                });
+                slots.len() - 1
+            }
+        };
+        let slot = &mut slots[i];
+        let expected = self
+            .baselines
+            .metrics
+            .get(&r.metric)
+            .and_then(|m| m.expected(&r.device_id, r.ts));
+        for (k, d) in defs.enumerate() {
+            if slot.states.len() <= k {
+                slot.states.push(DetectorState::default());
+            }
+            let seasonal = expected.as_ref().filter(|_| d.seasonal.is_some());
+            let (_, raised) = d.alerts(&mut slot.states[k], r, seasonal);
+            out.extend(raised);
+        }
+    }
+
+    /// Forgets the states of a revoked partition.
+    pub fn revoke(&mut self, partition: i32) {
+        self.states.retain(|_, slots| {
+            slots.retain(|s| s.partition != partition);
+            !slots.is_empty()
+        });
+    }
+
+    /// (device, metric) pairs with states.
+    pub fn tracked(&self) -> usize {
+        self.states.values().map(Vec::len).sum()
+    }
+}
