@@ -156,18 +156,7 @@ fn view_answer(
             view.name
         )));
     }
-    let (rows, wm, batch) = {
-        let table = s
-            .feed
-            .table
-            .read()
-            .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
-        // The run is taken under the table's lock: see BatchViews::refresh.
-        let batch = s.batch.cached(&view.name);
-        let rows = rows(&table, batch.as_deref(), view, &query)
-            .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
-        (rows, watermark(&table, view), batch)
-    };
+    let (rows, wm, batch) = merged(s, view, &query)?;
     if let Some(min) = min_completeness {
         let short: Vec<&crate::query::Row> = rows
             .iter()
@@ -233,6 +222,32 @@ fn view_answer(
         }
         Some(other) => Err(bad_format(other)),
     }
+}
+
+/// Rows, the view's watermark, and the batch run merged in.
+pub(crate) type Merged = (
+    Vec<crate::query::Row>,
+    Option<i64>,
+    Option<Arc<braid_store::views::BatchView>>,
+);
+
+/// The merged rows of `view` for `query` (after [`query_of`] refreshed the
+/// batch side), its watermark, and the batch run they were merged with.
+pub(crate) fn merged(
+    s: &Serving,
+    view: &braid_core::ViewDef,
+    query: &Query,
+) -> Result<Merged, ServingError> {
+    let table = s
+        .feed
+        .table
+        .read()
+        .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
+    // The run is taken under the table's lock: see BatchViews::refresh.
+    let batch = s.batch.cached(&view.name);
+    let rows = rows(&table, batch.as_deref(), view, query)
+        .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
+    Ok((rows, watermark(&table, view), batch))
 }
 
 fn bad_format(other: &str) -> ServingError {
@@ -494,20 +509,7 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::path!("v1" / "views"))
         .and(with.clone())
         .map(|s: Arc<Serving>| warp::reply::json(&views_list(&s)).into_response());
-    let view =
-        warp::get()
-            .and(warp::path!("v1" / "views" / String))
-            .and(warp::query::<HashMap<String, String>>())
-            .and(warp::header::optional::<String>("authorization"))
-            .and(with.clone())
-            .and_then(
-                |name: String,
-                 q: HashMap<String, String>,
-                 auth: Option<String>,
-                 s: Arc<Serving>| async move {
-                    view_answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
-                },
-            );
+    let view = per_view(warp::path!("v1" / "views" / String), &s, view_answer);
     let status_route = warp::get()
         .and(warp::path!("v1" / "status"))
         .and(with.clone())
@@ -529,20 +531,7 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                 .into_response()
             }
         });
-    let compare_route =
-        warp::get()
-            .and(warp::path!("v1" / "compare" / String))
-            .and(warp::query::<HashMap<String, String>>())
-            .and(warp::header::optional::<String>("authorization"))
-            .and(with.clone())
-            .and_then(
-                |name: String,
-                 q: HashMap<String, String>,
-                 auth: Option<String>,
-                 s: Arc<Serving>| async move {
-                    compare_answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
-                },
-            );
+    let compare_route = per_view(warp::path!("v1" / "compare" / String), &s, compare_answer);
     let alerts_route = warp::get()
         .and(warp::path!("v1" / "alerts"))
         .and(warp::query::<HashMap<String, String>>())
@@ -563,21 +552,11 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
                 alerts_sse(&s, &q, auth.as_deref()).map_err(warp::reject::custom)
             },
         );
-    let forecast_route =
-        warp::get()
-            .and(warp::path!("v1" / "forecast" / String))
-            .and(warp::query::<HashMap<String, String>>())
-            .and(warp::header::optional::<String>("authorization"))
-            .and(with.clone())
-            .and_then(
-                |name: String,
-                 q: HashMap<String, String>,
-                 auth: Option<String>,
-                 s: Arc<Serving>| async move {
-                    crate::forecast::answer(&s, &name, &q, auth.as_deref())
-                        .map_err(warp::reject::custom)
-                },
-            );
+    let forecast_route = per_view(
+        warp::path!("v1" / "forecast" / String),
+        &s,
+        crate::forecast::answer,
+    );
     let metrics_route = warp::get()
         .and(warp::path!("metrics"))
         .and(with.clone())
@@ -626,6 +605,38 @@ fn unrecovered(s: Arc<Serving>) -> BoxedFilter<(warp::reply::Response,)> {
         .unify()
         .or(forecast_route)
         .unify()
+        .boxed()
+}
+
+/// An answer about one view: (state, view name, query, authorization).
+type ViewAnswer = fn(
+    &Serving,
+    &str,
+    &HashMap<String, String>,
+    Option<&str>,
+) -> Result<warp::reply::Response, ServingError>;
+
+/// `GET path` (which extracts the view's name) with its query and
+/// authorization, answered by `answer`.
+fn per_view(
+    path: impl Filter<Extract = (String,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+    s: &Arc<Serving>,
+    answer: ViewAnswer,
+) -> BoxedFilter<(warp::reply::Response,)> {
+    let s = s.clone();
+    warp::get()
+        .and(path)
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::any().map(move || s.clone()))
+        .and_then(
+            move |name: String,
+                  q: HashMap<String, String>,
+                  auth: Option<String>,
+                  s: Arc<Serving>| async move {
+                answer(&s, &name, &q, auth.as_deref()).map_err(warp::reject::custom)
+            },
+        )
         .boxed()
 }
 

@@ -13,7 +13,7 @@ use warp::Reply;
 
 use crate::Serving;
 use crate::api::{ServingError, authorize_read, now_ms, time_param};
-use crate::query::{Query, SourceFilter, rows};
+use crate::query::{Query, SourceFilter};
 
 /// Longest horizon asked for.
 pub const MAX_HORIZON_MS: i64 = 7 * 24 * 3_600_000;
@@ -142,24 +142,16 @@ pub fn answer(
         .map_err(|e| {
             ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
         })?;
-    let recent: Vec<(i64, f64)> = {
-        let table = s
-            .feed
-            .table
-            .read()
-            .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
-        let batch = s.batch.cached(&view.name);
-        let mut rs = rows(&table, batch.as_deref(), view, &query)
-            .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
-        rs.sort_by_key(|r| r.window_start);
-        rs.iter()
-            .filter_map(|r| {
-                let v = r.fields.get(level_col.name())?.as_f64()?;
-                let mid = r.window_start + (r.window_end - r.window_start) / 2;
-                (mid <= origin).then_some((mid, v))
-            })
-            .collect()
-    };
+    let (mut rs, _, _) = crate::api::merged(s, view, &query)?;
+    rs.sort_by_key(|r| r.window_start);
+    let recent: Vec<(i64, f64)> = rs
+        .iter()
+        .filter_map(|r| {
+            let v = r.fields.get(level_col.name())?.as_f64()?;
+            let mid = r.window_start + (r.window_end - r.window_start) / 2;
+            (mid <= origin).then_some((mid, v))
+        })
+        .collect();
     let clamp = s
         .detectors
         .of(&metric)

@@ -7,19 +7,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use braid_core::Reading;
-use braid_core::baseline::Baselines;
+use braid_core::baseline::{Baselines, Profile, Season};
 use braid_core::detect::{Alert, DetectorState, Detectors};
 use braid_store::Layout;
 
 /// How often `baselines/CURRENT` is looked at.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
-/// One metric's detector states of a device in a partition.
+/// One metric's detector states of a device in a partition, and its
+/// seasonal profile as of baselines generation `generation`.
 #[derive(Debug)]
 struct Slot {
     partition: i32,
     metric: String,
     states: Vec<DetectorState>,
+    generation: u64,
+    profile: Option<(Arc<Profile>, Season)>,
 }
 
 /// The detectors, their states and the baselines they judge against.
@@ -27,6 +30,8 @@ struct Slot {
 pub struct Judge {
     detectors: Detectors,
     baselines: Arc<Baselines>,
+    /// Bumped at each load, so slots look their profile up again.
+    generation: u64,
     loaded: Option<String>,
     checked: Option<Instant>,
     /// By device id, then a short list of (partition, metric) slots: a
@@ -40,6 +45,7 @@ impl Judge {
         Self {
             detectors,
             baselines: Arc::new(Baselines::default()),
+            generation: 0,
             loaded: None,
             checked: None,
             states: HashMap::new(),
@@ -54,6 +60,13 @@ impl Judge {
     /// The baselines in use.
     pub fn baselines(&self) -> &Baselines {
         &self.baselines
+    }
+
+    /// Uses `b` from now on (as if loaded from the store).
+    pub fn set_baselines(&mut self, b: Baselines) {
+        self.loaded = Some(b.run_id.clone());
+        self.baselines = Arc::new(b);
+        self.generation += 1;
     }
 
     /// Loads the current baselines if `CURRENT` names another run than the
@@ -71,8 +84,7 @@ impl Judge {
                 match braid_store::baselines::read(layout, &id) {
                     Ok(b) => {
                         tracing::info!(run = %id, metrics = b.metrics.len(), profiles = b.profiles(), "seasonal baselines loaded");
-                        self.baselines = Arc::new(b);
-                        self.loaded = Some(id);
+                        self.set_baselines(b);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "seasonal baselines not loaded; keeping the previous ones")
@@ -105,16 +117,25 @@ impl Judge {
                     partition,
                     metric: r.metric.clone(),
                     states: Vec::new(),
+                    generation: u64::MAX,
+                    profile: None,
                 });
                 slots.len() - 1
             }
         };
         let slot = &mut slots[i];
-        let expected = self
-            .baselines
-            .metrics
-            .get(&r.metric)
-            .and_then(|m| m.expected(&r.device_id, r.ts));
+        if slot.generation != self.generation {
+            slot.generation = self.generation;
+            slot.profile = self
+                .baselines
+                .metrics
+                .get(&r.metric)
+                .and_then(|m| m.devices.get(&r.device_id).map(|p| (p.clone(), m.season)));
+        }
+        let expected = slot
+            .profile
+            .as_ref()
+            .and_then(|(p, season)| p.around(season, r.ts));
         for (k, d) in defs.enumerate() {
             if slot.states.len() <= k {
                 slot.states.push(DetectorState::default());

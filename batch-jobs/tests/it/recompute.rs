@@ -41,6 +41,20 @@ fn archive(dir: &Path, records: &[Record], sizes: &[usize]) {
 }
 
 fn batch_run(dir: &Path, set: &ViewSet, incremental: bool) {
+    batch_run_with(
+        dir,
+        set,
+        incremental,
+        braid_core::detect::Detectors::default(),
+    );
+}
+
+fn batch_run_with(
+    dir: &Path,
+    set: &ViewSet,
+    incremental: bool,
+    detectors: braid_core::detect::Detectors,
+) -> braid_batch::recompute::RunReport {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,7 +62,8 @@ fn batch_run(dir: &Path, set: &ViewSet, incremental: bool) {
         .unwrap();
     let mut config = RunConfig::new(dir.to_path_buf(), set.clone());
     config.incremental = incremental;
-    rt.block_on(run(config)).unwrap();
+    config.detectors = detectors;
+    rt.block_on(run(config)).unwrap()
 }
 
 fn check_against_model(dir: &Path, set: &ViewSet, records: &[Record]) -> Result<(), TestCaseError> {
@@ -153,16 +168,9 @@ seasonal = "t_by_device"
 "#;
 
 fn baselines_run(dir: &Path, set: &ViewSet, incremental: bool) -> braid_core::baseline::Baselines {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut config = RunConfig::new(dir.to_path_buf(), set.clone());
-    config.incremental = incremental;
-    config.detectors = braid_core::detect::Detectors::parse(SEASONAL_VIEW).unwrap();
-    config.detectors.check_views(set).unwrap();
-    let report = rt.block_on(run(config)).unwrap();
+    let detectors = braid_core::detect::Detectors::parse(SEASONAL_VIEW).unwrap();
+    detectors.check_views(set).unwrap();
+    let report = batch_run_with(dir, set, incremental, detectors);
     let b = braid_store::baselines::read_current(&Layout::new(dir))
         .unwrap()
         .expect("baselines published");

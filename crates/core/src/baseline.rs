@@ -22,8 +22,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use chrono::{Datelike, TimeZone, Timelike};
+use chrono::{Offset, TimeZone};
 use serde::Serialize;
 
 use crate::Column;
@@ -79,13 +80,32 @@ impl Season {
 
     /// The hour of the week of `ts_ms` and how far into it, 0..1.
     pub fn position(&self, ts_ms: i64) -> (usize, f64) {
-        match self.tz.timestamp_millis_opt(ts_ms).single() {
-            Some(t) => (
-                t.weekday().num_days_from_monday() as usize * 24 + t.hour() as usize,
-                f64::from(t.minute() * 60 + t.second()) / 3600.0,
-            ),
-            None => (0, 0.0),
-        }
+        const DAY_MS: i64 = 24 * HOUR_MS;
+        // The zone's offset at that instant (none for UTC), then plain
+        // arithmetic on local time: this runs for every judged reading.
+        let offset_ms = if self.tz == chrono_tz::Tz::UTC {
+            0
+        } else {
+            match chrono::DateTime::from_timestamp_millis(ts_ms) {
+                Some(t) => {
+                    i64::from(
+                        self.tz
+                            .offset_from_utc_datetime(&t.naive_utc())
+                            .fix()
+                            .local_minus_utc(),
+                    ) * 1000
+                }
+                None => 0,
+            }
+        };
+        let local = ts_ms.saturating_add(offset_ms);
+        // 1970-01-01 was a Thursday: day 0 is weekday 3 from Monday.
+        let weekday = (local.div_euclid(DAY_MS) + 3).rem_euclid(7);
+        let in_day = local.rem_euclid(DAY_MS);
+        (
+            (weekday * 24 + in_day / HOUR_MS) as usize,
+            (in_day % HOUR_MS) as f64 / HOUR_MS as f64,
+        )
     }
 }
 
@@ -186,8 +206,8 @@ pub struct MetricBaseline {
     pub view: String,
     /// Its calendar.
     pub season: Season,
-    /// Profiles by device id.
-    pub devices: BTreeMap<String, Profile>,
+    /// Profiles by device id (shared, so a reader can hold one device's).
+    pub devices: BTreeMap<String, Arc<Profile>>,
 }
 
 impl MetricBaseline {
@@ -302,7 +322,7 @@ impl Baselines {
                         hi: x[3],
                     });
                 }
-                devices.insert(device, p);
+                devices.insert(device, Arc::new(p));
             }
             metrics.insert(
                 metric,
@@ -372,7 +392,7 @@ impl Trainer {
                     .iter()
                     .map(|s| s.as_ref().and_then(SlotStats::of))
                     .collect();
-                (device, Profile { slots })
+                (device, Arc::new(Profile { slots }))
             })
             .collect();
         MetricBaseline {
@@ -529,6 +549,18 @@ mod tests {
         // Monday 00:00 UTC is Sunday 19:00 in New York.
         assert_eq!(ny.slot(MONDAY), 6 * 24 + 19);
         assert!(Season::parse("Mars/Olympus").is_err());
+        // The arithmetic agrees with the calendar, across a DST change.
+        use chrono::{Datelike, Timelike};
+        let london = Season::parse("Europe/London").unwrap();
+        let oct_2016 = 1_477_000_000_000; // 2016-10-20, DST ends on the 30th
+        for k in 0..2_000i64 {
+            let ts = oct_2016 + k * 997_000;
+            let t = chrono_tz::Europe::London.timestamp_millis_opt(ts).unwrap();
+            let want = t.weekday().num_days_from_monday() as usize * 24 + t.hour() as usize;
+            let (slot, frac) = london.position(ts);
+            assert_eq!(slot, want, "{t}");
+            assert!((frac - f64::from(t.minute() * 60 + t.second()) / 3600.0).abs() < 1e-3);
+        }
     }
 
     #[test]

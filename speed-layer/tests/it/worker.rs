@@ -124,6 +124,28 @@ async fn restarts_count_nothing_twice() {
     task.await.unwrap().unwrap();
 }
 
+/// Every alert in `braid.alerts`, once there are `want` or `wait` passed.
+fn read_alerts(brokers: &str, want: usize, wait: Duration) -> Vec<braid_core::detect::Alert> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let mut alerts = Vec::new();
+        braid_kafka::drain::drain_topic(
+            brokers,
+            braid_kafka::Topics::ALERTS,
+            Duration::from_millis(500),
+            Duration::from_secs(20),
+            |m| {
+                use rdkafka::Message;
+                alerts.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
+            },
+        )
+        .unwrap();
+        if alerts.len() >= want || std::time::Instant::now() > deadline {
+            return alerts;
+        }
+    }
+}
+
 /// With a detector configured, an excursion above its bound raises one
 /// alert in `braid.alerts` (not one per reading), and a second excursion
 /// after the detector re-armed raises another.
@@ -153,24 +175,7 @@ async fn an_excursion_raises_one_alert_in_braid_alerts() {
     .unwrap();
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(c, stop.clone()));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let alerts = loop {
-        let mut alerts: Vec<braid_core::detect::Alert> = Vec::new();
-        braid_kafka::drain::drain_topic(
-            &broker.brokers(),
-            braid_kafka::Topics::ALERTS,
-            Duration::from_millis(1000),
-            Duration::from_secs(20),
-            |m| {
-                use rdkafka::Message;
-                alerts.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
-            },
-        )
-        .unwrap();
-        if alerts.len() >= 2 || std::time::Instant::now() > deadline {
-            break alerts;
-        }
-    };
+    let alerts = read_alerts(&broker.brokers(), 2, Duration::from_secs(60));
     stop.cancel();
     let stats = task.await.unwrap().unwrap();
     let seen: Vec<(f64, i64)> = alerts.iter().map(|a| (a.value, a.ts)).collect();
@@ -192,7 +197,7 @@ async fn an_excursion_raises_one_alert_in_braid_alerts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
     use braid_core::baseline::{Baselines, Season, Trainer};
-    use braid_core::detect::{Alert, Detector, Detectors};
+    use braid_core::detect::{Detector, Detectors};
     init_tracing();
     let broker = memory_broker().await;
     let dir = tempfile::tempdir().unwrap();
@@ -204,26 +209,6 @@ async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
         seq: Some(i),
         tags: Default::default(),
     };
-    let read_alerts = |want: usize, wait: Duration| {
-        let deadline = std::time::Instant::now() + wait;
-        loop {
-            let mut alerts: Vec<Alert> = Vec::new();
-            braid_kafka::drain::drain_topic(
-                &broker.brokers(),
-                braid_kafka::Topics::ALERTS,
-                Duration::from_millis(500),
-                Duration::from_secs(20),
-                |m| {
-                    use rdkafka::Message;
-                    alerts.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
-                },
-            )
-            .unwrap();
-            if alerts.len() >= want || std::time::Instant::now() > deadline {
-                return alerts;
-            }
-        }
-    };
     let set = ViewSet::parse(VIEWS).unwrap();
     let mut c = config(broker.brokers(), dir.path());
     c.detectors =
@@ -232,7 +217,7 @@ async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(c, stop.clone()));
     produce(&broker.brokers(), &[reading(0, 100.0)], 1, Some(NOW)).await;
-    assert!(read_alerts(1, Duration::from_secs(4)).is_empty());
+    assert!(read_alerts(&broker.brokers(), 1, Duration::from_secs(4)).is_empty());
 
     // The device usually reads about 10, at every hour of the week.
     let view = set.get("per_device").unwrap();
@@ -255,7 +240,7 @@ async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
     // again, it would raise a second alert.
     let again = [reading(1, 100.0), reading(2, 10.0), reading(1, 100.0)];
     produce(&broker.brokers(), &again, 1, Some(NOW)).await;
-    let alerts = read_alerts(2, Duration::from_secs(10));
+    let alerts = read_alerts(&broker.brokers(), 2, Duration::from_secs(10));
     stop.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
