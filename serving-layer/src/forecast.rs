@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use braid_core::baseline::{self, Baselines, SLOW_MEMORY_MS};
+use braid_core::baseline::{self, Baselines, NAIVE_TOLERANCE_MS, WEEK_MS};
 use braid_core::time::parse_duration;
 use braid_store::Layout;
 use serde_json::json;
@@ -128,9 +128,10 @@ pub fn answer(
     let level_col = baseline::level_column(&view.columns()).ok_or_else(|| {
         ServingError::Contract(format!("view {} has neither mean nor quantiles", view.name))
     })?;
-    // The recent level, from the merged view's windows of the last week.
+    // The recent level and last week's values, from the merged view's
+    // windows of the last week and a bit.
     let query = Query {
-        from: Some(origin - SLOW_MEMORY_MS - view.windowing.size_ms),
+        from: Some(origin - WEEK_MS - NAIVE_TOLERANCE_MS - view.windowing.size_ms),
         to: Some(origin),
         device: Some(device.clone()),
         metric: Some(metric.clone()),
@@ -172,7 +173,7 @@ pub fn answer(
         "origin": origin,
         "step_ms": step,
         "horizon_ms": horizon,
-        "method": "seasonal baseline (median per hour of the week) + recent level (last day's mean deviation, and the last hours' damped 0.8 per hour)",
+        "method": "seasonal baseline (median per hour of the week) + recent level (last day's mean deviation, and the last hours' damped 0.8 per hour), averaged with last week's value where known",
         "baseline": {
             "run_id": run.run_id,
             "trained_ms": run.trained_ms,

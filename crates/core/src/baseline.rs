@@ -18,7 +18,8 @@
 //! the baseline's weeks average away), plus the deviation of the last
 //! hours over that, damped hour by hour (a busy afternoon says something
 //! about the next hour, little about tomorrow); the slot's 5-95% range,
-//! shifted alike, is its interval.
+//! shifted alike, is its interval. Where the value of a week before is
+//! known (the seasonal-naive forecast), the two forecasts are averaged.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -415,6 +416,13 @@ pub const LEVEL_MEMORY_MS: i64 = 3 * HOUR_MS;
 /// Observations within this much before the origin set the slow level.
 pub const SLOW_MEMORY_MS: i64 = 24 * HOUR_MS;
 
+/// A week: how far back the seasonal-naive value of a forecast time is.
+pub const WEEK_MS: i64 = 7 * 24 * HOUR_MS;
+
+/// An observation this close to a week before a forecast time is its
+/// seasonal-naive value.
+pub const NAIVE_TOLERANCE_MS: i64 = 20 * 60_000;
+
 /// One forecast value.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct ForecastPoint {
@@ -473,11 +481,29 @@ pub fn level(
     })
 }
 
+/// The observation of `recent` (time-ordered) nearest `t`, within
+/// [`NAIVE_TOLERANCE_MS`].
+fn nearest(recent: &[(i64, f64)], t: i64) -> Option<f64> {
+    let i = recent.partition_point(|o| o.0 < t);
+    [i.checked_sub(1), Some(i)]
+        .into_iter()
+        .flatten()
+        .filter_map(|j| recent.get(j))
+        .filter(|o| (o.0 - t).abs() <= NAIVE_TOLERANCE_MS)
+        .min_by_key(|o| (o.0 - t).abs())
+        .map(|o| o.1)
+}
+
 /// Forecasts `device` at `origin + step`, `origin + 2 step`, ... up to
 /// `origin + horizon`, from its profile and the level of `recent` (time
-/// ordered observations up to `origin`). Times whose slot has too little
-/// history get no point. `clamp` bounds values and intervals (e.g. 0 and a
-/// capacity), if given.
+/// ordered observations up to `origin`, ideally the last week and a bit).
+/// Where `recent` holds the value of a week before a time (the
+/// seasonal-naive forecast), the point is the mean of the two forecasts,
+/// the interval moved alike: a combination is more accurate than either
+/// alone when, as here, their errors differ (the baseline lags a trend,
+/// last week's value carries last week's accidents). Times whose slot has
+/// too little history get no point. `clamp` bounds values and intervals
+/// (e.g. 0 and a capacity), if given.
 pub fn forecast(
     base: &MetricBaseline,
     device: &str,
@@ -502,6 +528,11 @@ pub fn forecast(
                 }
                 None => l.slow,
             });
+            let model = s.centre + shift;
+            let shift = match nearest(recent, ts - WEEK_MS) {
+                Some(naive) => shift + (naive - model) / 2.0,
+                None => shift,
+            };
             let fit = |x: f64| clamp.map_or(x, |(lo, hi)| x.clamp(lo, hi));
             out.push(ForecastPoint {
                 ts,
@@ -636,5 +667,11 @@ mod tests {
         );
         assert_eq!(f[0].value, 70.0);
         assert!(forecast(&m, "nobody", &recent, origin, HOUR_MS, HOUR_MS, None).is_empty());
+        // 10 over just now, and last week's value at the first forecast
+        // time (100): the mean of 70 and 100; the second has none (80).
+        let week = [(origin + HOUR_MS - WEEK_MS, 100.0), (origin, 60.0)];
+        let f = forecast(&m, "a", &week, origin, HOUR_MS, 2 * HOUR_MS, None);
+        assert!((f[0].value - 85.0).abs() < 1.0, "{f:?}");
+        assert!((f[1].value - 80.0).abs() < 1.0, "{f:?}");
     }
 }

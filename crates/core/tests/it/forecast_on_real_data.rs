@@ -171,15 +171,15 @@ fn forecasts_beat_the_seasonal_naive_forecast() {
 
 /// An hour ahead the forecasts' MASE is at most this multiple of the
 /// seasonal-naive forecast's on the same held-back readings (measured:
-/// 0.654 against 0.890, 0.73x)...
+/// 0.651 against 0.903, 0.72x)...
 const ONE_HOUR_VS_NAIVE: f64 = 0.8;
-/// ...and a day ahead, where the forecast is nearly the baseline alone,
-/// it loses to last week's value in this trending pre-Christmas week
-/// (measured: 1.083 against 0.890, 1.22x): this bound keeps it from
-/// getting worse.
-const ONE_DAY_VS_NAIVE: f64 = 1.3;
+/// ...and a day ahead, where the level has faded and the forecast is the
+/// baseline combined with last week's value, it still beats last week's
+/// value alone in this trending pre-Christmas week (measured: 0.853
+/// against 0.903, 0.94x; the baseline alone was 1.092).
+const ONE_DAY_VS_NAIVE: f64 = 1.0;
 /// The 5-95% intervals cover at least this share of held-back readings
-/// (measured: 89% an hour ahead, 78% a day ahead).
+/// (measured: 89% an hour ahead, 85% a day ahead).
 const COVERAGE_FLOOR: f64 = 0.7;
 
 #[test]
