@@ -47,6 +47,7 @@ const state = {
   range: null,                  // { from, to } of that answer
   status: null,
   alerts: null,
+  token: readToken(),
   hits: [],                     // drawn points, for the tooltip
   timer: 0, busy: false, again: false,
 };
@@ -189,11 +190,30 @@ function normalizeSelection() {
 /** An answer the server refused, or a request that did not get through. */
 class ApiError extends Error {}
 
+/**
+ * The read token typed into the token field (or given once as `#token=` in
+ * the address, which is then dropped from it), kept for this tab only.
+ */
+function readToken() {
+  const given = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (given) { saveToken(given); return given; }
+  try { return sessionStorage.getItem("braid.token") || ""; } catch (_) { return ""; }
+}
+
+/** Keeps `t` for this tab (the caller sets `state.token`). */
+function saveToken(t) {
+  try {
+    if (t) sessionStorage.setItem("braid.token", t); else sessionStorage.removeItem("braid.token");
+  } catch (_) { /* storage off: the token lasts until the page reloads */ }
+}
+
 async function getJSON(url) {
   const label = url.split("?")[0];
   let res, text;
+  const headers = { accept: "application/json" };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
   try {
-    res = await fetch(url, { headers: { accept: "application/json" }, cache: "no-store" });
+    res = await fetch(url, { headers, cache: "no-store" });
     text = await res.text();
   } catch (e) {
     throw new ApiError(`${label}: network error: ${e.message || e}`);
@@ -202,7 +222,9 @@ async function getJSON(url) {
   try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
   if (!res.ok) {
     const why = (body && body.error) || text.slice(0, 200) || res.statusText;
-    throw new ApiError(`${label}: HTTP ${res.status}: ${why}`);
+    const hint = res.status === 401 ? " (this server needs a read token: paste one into the token field)"
+      : res.status === 403 ? " (the token in the token field may not read this)" : "";
+    throw new ApiError(`${label}: HTTP ${res.status}: ${why}${hint}`);
   }
   if (body === null || typeof body !== "object") throw new ApiError(`${label}: the answer is not JSON`);
   return body;
@@ -365,6 +387,14 @@ function wireControls() {
   for (const [id, field] of Object.entries(fields)) {
     $(id).addEventListener("change", (e) => onControlChange(field, e.target.value));
   }
+  $("token-form").addEventListener("submit", (e) => e.preventDefault());
+  const tokenInput = $("token-input");
+  tokenInput.value = state.token;
+  tokenInput.addEventListener("change", (e) => {
+    state.token = e.target.value.trim();
+    saveToken(state.token);
+    requestRefresh();
+  });
   window.addEventListener("hashchange", () => {
     const before = state.sel.view;
     state.sel = readHash();

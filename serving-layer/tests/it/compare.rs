@@ -132,6 +132,13 @@ impl Drop for Fixture {
 /// cut. d1 left one historical reading pending (the run applied it: 9);
 /// d2 came only from an import; d3 only after the cut.
 pub(crate) async fn fixture() -> Fixture {
+    fixture_with(None).await
+}
+
+/// [`fixture`] served with read tokens.
+pub(crate) async fn fixture_with(
+    tokens: Option<std::sync::Arc<braid_ingest::auth::Tokens>>,
+) -> Fixture {
     init_tracing();
     let broker = memory_broker().await;
     let dir = tempfile::tempdir().unwrap();
@@ -167,7 +174,8 @@ pub(crate) async fn fixture() -> Fixture {
         ],
     )
     .await;
-    let base = crate::serve(broker.brokers(), dir.path(), set.clone(), &stop).await;
+    let base =
+        crate::serve_with_tokens(broker.brokers(), dir.path(), set.clone(), tokens, &stop).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

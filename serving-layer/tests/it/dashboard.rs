@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::compare::fixture;
+use crate::compare::{fixture, fixture_with};
 
 fn chromium() -> PathBuf {
     let bin = std::env::var_os("BRAID_CHROMIUM")
@@ -95,4 +95,39 @@ async fn the_dashboard_draws_without_console_errors() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert!(png.starts_with(b"\x89PNG"), "{}", shot.display());
     println!("screenshot: {}", shot.display());
+}
+
+/// With read tokens, the page without one says it needs one; given one
+/// (`#token=`, then kept for the tab) it sends it and draws.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_sends_a_read_token() {
+    use braid_ingest::auth::{Tokens, hash_secret};
+    let tokens = Tokens::parse(&format!(
+        "[[tokens]]\nname = \"viewer\"\nsha256 = \"{}\"\naccess = [\"read\"]\ndevices = [\"*\"]\n",
+        hash_secret("let-me-see")
+    ))
+    .unwrap();
+    let fx = fixture_with(Some(std::sync::Arc::new(tokens))).await;
+    let profile = tempfile::tempdir().unwrap();
+    let (without, with) = {
+        let (base, profile) = (fx.base.clone(), profile.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let dump = ["--dump-dom".to_string()];
+            let (without, _) = run_chromium(&format!("{base}/"), &profile.join("a"), &dump);
+            let (with, log) = run_chromium(
+                &format!("{base}/#token=let-me-see"),
+                &profile.join("b"),
+                &dump,
+            );
+            let console: Vec<&str> = log.lines().filter(|l| l.contains("CONSOLE")).collect();
+            assert!(console.is_empty(), "console output: {console:#?}");
+            (without, with)
+        })
+        .await
+        .unwrap()
+    };
+    assert!(without.contains("needs a read token"), "{without}");
+    assert_eq!(body_attr(&with, "data-errors"), Some("0"), "{with}");
+    assert_eq!(body_attr(&with, "data-drawn"), Some("1"), "{with}");
+    assert!(!with.contains("needs a read token"), "{with}");
 }
