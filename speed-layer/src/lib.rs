@@ -13,9 +13,10 @@
 //! boundary a batch cut may use. The wire format is `braid_core::speedlog`.
 //!
 //! It meets the other layers only through Kafka topics and stored files,
-//! never through their code. What it does not do yet: drop the epochs a
-//! published batch run covers (the batch layer is not built); until then
-//! memory grows with the data and a warning is logged past `max_states`.
+//! never through their code. States of epochs below the cut of their
+//! view's published batch run are dropped (looked for every 5 s), so with
+//! batch runs memory holds about the epochs since the last run; without
+//! them it grows with the data, and a warning is logged past `max_states`.
 
 pub mod checkpoint;
 pub mod judge;

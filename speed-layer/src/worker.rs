@@ -28,8 +28,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use braid_core::merge::Cut;
 use braid_store::Layout;
-use braid_store::views::published_cuts;
+use braid_store::views::{current_run, definition_hash, published_cuts, read_manifest};
 
 use crate::checkpoint::{Checkpoint, read_sealed, write_sealed};
 use crate::judge::Judge;
@@ -64,6 +65,8 @@ pub struct WorkerStats {
     pub checkpoints: u64,
     /// Alerts published to `braid.alerts`.
     pub alerts: u64,
+    /// States dropped because a published batch run covers their epoch.
+    pub dropped_below_cut: u64,
 }
 
 pub(crate) struct Worker {
@@ -86,6 +89,10 @@ pub(crate) struct Worker {
     judge: Judge,
     /// Alerts raised and not yet acknowledged by `braid.alerts`.
     alerts: Vec<Alert>,
+    /// Per view (by index), the run id and cut of its published batch run
+    /// made from this definition, and when `CURRENT` was last looked at.
+    cuts: Vec<Option<(String, Cut)>>,
+    cuts_checked: Option<Instant>,
 }
 
 /// Alerts held while `braid.alerts` does not acknowledge, at most.
@@ -134,6 +141,7 @@ impl Worker {
         Ok(Self {
             views: config.views.clone(),
             judge: Judge::new(config.detectors.clone()),
+            cuts: vec![None; config.views.views.len()],
             config,
             consumer: Arc::new(consumer),
             producer,
@@ -141,6 +149,7 @@ impl Worker {
             partitions: BTreeMap::new(),
             speed_partitions,
             stats: WorkerStats::default(),
+            cuts_checked: None,
             last_memory_warning: None,
             unsent: Vec::new(),
             last_outage_warning: None,
@@ -170,6 +179,7 @@ impl Worker {
                 _ = publish.tick() => {
                     self.drain_events();
                     self.judge.reload(&Layout::new(self.data_dir()));
+                    self.drop_covered();
                     self.publish().await?;
                 }
                 _ = seal.tick() => {
@@ -649,6 +659,61 @@ impl Worker {
             );
         }
         Ok(true)
+    }
+
+    /// Drops the states of epochs below the cut of their view's published
+    /// batch run (looking at `CURRENT` at most every 5 s): the run counts
+    /// them now, serving drops its copies at the same cut, and they never
+    /// change again (readings fold into the open epoch only, and a cut is
+    /// a sealed boundary, so an epoch below it is sealed). A state not yet
+    /// published is kept until it is.
+    fn drop_covered(&mut self) {
+        if self
+            .cuts_checked
+            .is_some_and(|t| t.elapsed() < crate::judge::RELOAD_EVERY)
+        {
+            return;
+        }
+        self.cuts_checked = Some(Instant::now());
+        let layout = Layout::new(self.data_dir());
+        for (vi, v) in self.views.views.iter().enumerate() {
+            let Ok(Some(run)) = current_run(&layout, &v.name) else {
+                continue;
+            };
+            if self.cuts[vi].as_ref().is_some_and(|c| c.0 == run) {
+                continue;
+            }
+            match read_manifest(&layout, &v.name, &run) {
+                Ok(m) if m.definition_hash == definition_hash(v, &self.views) => {
+                    self.cuts[vi] = Some((run, m.cut));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(view = %v.name, error = %e, "cannot read the published batch run")
+                }
+            }
+        }
+        let cuts = &self.cuts;
+        let mut dropped = 0;
+        for (&p, part) in &mut self.partitions {
+            let before = part.table.states.len();
+            let dirty = &part.table.dirty;
+            part.table.states.retain(|k, _| {
+                let cut = cuts
+                    .get(k.0)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |(_, c)| c.offset(p));
+                k.3 >= cut || dirty.contains(k)
+            });
+            dropped += before - part.table.states.len();
+        }
+        if dropped > 0 {
+            self.stats.dropped_below_cut += dropped as u64;
+            tracing::info!(
+                dropped,
+                "speed states of epochs a published batch run covers dropped"
+            );
+        }
     }
 
     async fn seal_all(&mut self) -> Result<(), SpeedError> {

@@ -248,3 +248,74 @@ async fn a_new_baseline_is_loaded_and_judges_without_a_restart() {
     assert_eq!((alerts[0].value, alerts[0].ts), (100.0, NOW - 49_000));
     assert!(alerts[0].flag.expected_max.unwrap() < 20.0, "{alerts:?}");
 }
+
+/// Once a batch run is published, the worker drops the states of the
+/// epochs below its cut (they are in the run), keeps everything above,
+/// and what it published still equals the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_below_a_published_cut_are_dropped() {
+    use braid_speed::checkpoint::Checkpoint;
+    use braid_store::Layout;
+    use braid_store::views::{Manifest, StagedRun};
+    init_tracing();
+    let broker = memory_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let set = ViewSet::parse(VIEWS).unwrap();
+    produce(&broker.brokers(), &readings(4, 600), 5, Some(NOW)).await;
+    let ends = log_ends(&read_log(&broker.brokers()));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
+    // Every partition sealed at its end: that is the cut.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ends
+        .iter()
+        .all(|(&p, &end)| layout.read_sealed(p).unwrap_or_default().last() == Some(&end))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never sealed at {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let below = |p: i32, cut: i64| {
+        Checkpoint::load(dir.path(), p, |_| {})
+            .unwrap()
+            .map_or(0, |c| c.states.iter().filter(|(k, _)| k.3 < cut).count())
+    };
+    assert!(ends.iter().any(|(&p, &end)| below(p, end) > 0));
+    // A batch run cutting there (its rows do not matter here).
+    let cut = braid_core::merge::Cut(ends.clone());
+    for v in &set.views {
+        let staged = StagedRun::new(&layout, &v.name, "run-1").unwrap();
+        let windows = Default::default();
+        staged.write_rows(v, &windows).unwrap();
+        staged
+            .publish(&Manifest::new(v, &set, "run-1", cut.clone(), &windows))
+            .unwrap();
+    }
+    // The worker looks for new runs every 5 s; the next checkpoint after
+    // that holds only what is above the cut.
+    tokio::time::sleep(braid_speed::judge::RELOAD_EVERY + Duration::from_secs(1)).await;
+    produce(&broker.brokers(), &readings(5, 300), 5, Some(NOW + 2000)).await;
+    let later = log_ends(&read_log(&broker.brokers()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let sealed_later = later
+            .iter()
+            .all(|(&p, &end)| layout.read_sealed(p).unwrap_or_default().last() == Some(&end));
+        let kept: usize = ends.iter().map(|(&p, &end)| below(p, end)).sum();
+        if sealed_later && kept == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kept} states below the cut kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_matches_model(&broker.brokers());
+    stop.cancel();
+    let stats = task.await.unwrap().unwrap();
+    assert!(stats.dropped_below_cut > 0, "{stats:?}");
+}
