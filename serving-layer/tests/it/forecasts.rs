@@ -205,7 +205,8 @@ fn alert(i: i64) -> Alert {
     }
 }
 
-async fn send(brokers: &str, a: &Alert) {
+/// Produces one alert into `braid.alerts`, as a speed worker does.
+pub(crate) async fn send(brokers: &str, a: &Alert) {
     let producer: FutureProducer = producer_config(brokers).create().unwrap();
     producer
         .send(

@@ -353,22 +353,10 @@ async fn alerts_are_listed_and_streamed() {
             severity: Severity::Critical,
         },
     };
-    let producer: FutureProducer = producer_config(&broker.brokers()).create().unwrap();
+    let brokers = broker.brokers();
     let send = |a: Alert| {
-        let producer = producer.clone();
-        async move {
-            let payload = serde_json::to_vec(&a).unwrap();
-            producer
-                .send(
-                    FutureRecord::to(braid_kafka::Topics::ALERTS)
-                        .key(&a.device_id)
-                        .payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-        }
+        let brokers = brokers.clone();
+        async move { crate::forecasts::send(&brokers, &a).await }
     };
     send(alert("d1", T0)).await;
     send(alert("d1", T0)).await;
