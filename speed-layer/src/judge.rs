@@ -29,10 +29,10 @@ struct Slot {
 #[derive(Debug)]
 pub struct Judge {
     detectors: Detectors,
-    baselines: Arc<Baselines>,
+    /// The loaded baselines (empty, run id "", before the first).
+    baselines: Baselines,
     /// Bumped at each load, so slots look their profile up again.
     generation: u64,
-    loaded: Option<String>,
     checked: Option<Instant>,
     /// By device id, then a short list of (partition, metric) slots: a
     /// reading is looked up by `&str` without allocating.
@@ -44,9 +44,8 @@ impl Judge {
     pub fn new(detectors: Detectors) -> Self {
         Self {
             detectors,
-            baselines: Arc::new(Baselines::default()),
+            baselines: Baselines::default(),
             generation: 0,
-            loaded: None,
             checked: None,
             states: HashMap::new(),
         }
@@ -57,15 +56,9 @@ impl Judge {
         self.detectors.defs.is_empty()
     }
 
-    /// The baselines in use.
-    pub fn baselines(&self) -> &Baselines {
-        &self.baselines
-    }
-
     /// Uses `b` from now on (as if loaded from the store).
     pub fn set_baselines(&mut self, b: Baselines) {
-        self.loaded = Some(b.run_id.clone());
-        self.baselines = Arc::new(b);
+        self.baselines = b;
         self.generation += 1;
     }
 
@@ -80,7 +73,7 @@ impl Judge {
         }
         self.checked = Some(Instant::now());
         match braid_store::baselines::current_id(layout) {
-            Ok(Some(id)) if self.loaded.as_ref() != Some(&id) => {
+            Ok(Some(id)) if self.baselines.run_id != id => {
                 match braid_store::baselines::read(layout, &id) {
                     Ok(b) => {
                         tracing::info!(run = %id, metrics = b.metrics.len(), profiles = b.profiles(), "seasonal baselines loaded");
@@ -152,10 +145,5 @@ impl Judge {
             slots.retain(|s| s.partition != partition);
             !slots.is_empty()
         });
-    }
-
-    /// (device, metric) pairs with states.
-    pub fn tracked(&self) -> usize {
-        self.states.values().map(Vec::len).sum()
     }
 }

@@ -233,11 +233,6 @@ pub struct Baselines {
 const MAGIC: &[u8; 8] = b"BRAIDBL1";
 
 impl Baselines {
-    /// What is normal for `device`'s `metric` at `ts`, if known.
-    pub fn expected(&self, metric: &str, device: &str, ts: i64) -> Option<SlotStats> {
-        self.metrics.get(metric)?.expected(device, ts)
-    }
-
     /// Profiles held, over every metric.
     pub fn profiles(&self) -> usize {
         self.metrics.values().map(|m| m.devices.len()).sum()
@@ -625,10 +620,11 @@ mod tests {
         assert!(Baselines::decode(&flipped).is_err());
         assert!(Baselines::decode(&bytes[..bytes.len() - 3]).is_err());
         assert!(
-            b.expected("m", "a", MONDAY + 8 * HOUR_MS + 60_000)
+            b.metrics["m"]
+                .expected("a", MONDAY + 8 * HOUR_MS + 60_000)
                 .is_some()
         );
-        assert!(b.expected("m", "b", MONDAY + 8 * HOUR_MS).is_none());
+        assert!(b.metrics["m"].expected("b", MONDAY + 8 * HOUR_MS).is_none());
     }
 
     #[test]
