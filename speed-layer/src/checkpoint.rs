@@ -13,7 +13,8 @@
 //! temporary name, synced, renamed, and its directory synced, so a crash
 //! leaves either the old set or the new one. On load, the newest file whose
 //! magic, length and checksum hold is used; a corrupt one is refused (and
-//! reported) and the previous one tried. The last [`KEEP`] files are kept.
+//! reported), set aside as `<name>.refused` so no later restore goes back
+//! to it, and the previous one tried. The last [`KEEP`] files are kept.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -172,7 +173,9 @@ impl Checkpoint {
     }
 
     /// Loads the newest valid checkpoint of `partition`, reporting each
-    /// refused one to `refused`. `None` when there is none.
+    /// refused (damaged) one to `refused` and setting it aside as
+    /// `<name>.refused`. `None` when there is none; an error when a file
+    /// cannot be read at all (rather than going back past it).
     pub fn load(
         data_dir: &Path,
         partition: i32,
@@ -184,7 +187,11 @@ impl Checkpoint {
         for path in files {
             match read_one(&path) {
                 Ok(c) => return Ok(Some(c)),
-                Err(e) => refused(e),
+                Err(e @ CheckpointError::Corrupt { .. }) => {
+                    set_aside(&path)?;
+                    refused(e);
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -217,6 +224,22 @@ fn read_one(path: &Path) -> Result<Checkpoint, CheckpointError> {
         return Err(corrupt("checksum mismatch".into()));
     }
     Checkpoint::decode(payload).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Renames a refused checkpoint to `<name>.refused`, durably, so that no
+/// later restore uses it: once a restore went back to an older checkpoint
+/// (and readers dropped the epochs after it), going forward to the refused
+/// one again would skip those epochs.
+fn set_aside(path: &Path) -> Result<(), CheckpointError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".refused");
+    fs::rename(path, &aside).map_err(io(path))?;
+    if let Some(d) = path.parent() {
+        fs::File::open(d)
+            .and_then(|f| f.sync_all())
+            .map_err(io(d))?;
+    }
+    Ok(())
 }
 
 fn list(d: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
@@ -312,8 +335,10 @@ mod tests {
         assert_eq!(c.next_offset, 20);
         assert_eq!(refused.len(), 1);
         assert!(refused[0].contains("refused"), "{}", refused[0]);
+        // Set aside, never used again.
+        assert!(!path.exists());
+        assert!(path.with_extension("ckpt.refused").exists());
         // A single flipped bit in the next one.
-        fs::remove_file(&path).unwrap();
         let path = newest(tmp.path());
         let mut bytes = fs::read(&path).unwrap();
         let mid = bytes.len() / 2;

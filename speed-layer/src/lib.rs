@@ -19,6 +19,7 @@
 //! them it grows with the data, and a warning is logged past `max_states`.
 
 pub mod checkpoint;
+pub mod engine;
 pub mod judge;
 pub mod table;
 mod worker;

@@ -1,26 +1,23 @@
 //! The speed worker: consume `braid.readings`, fold, publish, seal.
 //!
-//! One tokio task owns everything: the consumer, the per-partition state and
-//! the producer into `braid.speed` and the dead-letter topic. Rebalances are
+//! One tokio task owns everything: the consumer, the per-partition state (an
+//! [`Engine`], which makes every decision) and the producer into
+//! `braid.speed` and the dead-letter topic. Rebalances are
 //! noted by the consumer context and carried out by the loop: a newly
 //! assigned partition is restored from its newest valid checkpoint (and the
 //! consumer sought to the checkpoint's offset), a revoked one is dropped
 //! without writing anything, so that only the new owner writes from then on.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use braid_core::ViewSet;
 use braid_core::codec::decode_records;
 use braid_core::detect::Alert;
-use braid_core::fold::PartitionFolder;
-use braid_core::merge::EpochSpan;
-use braid_core::speedlog::{SpeedKey, SpeedMessage};
+use braid_core::speedlog::SpeedMessage;
 use braid_kafka::{
-    KafkaError, REJOIN_AFTER, Resume, RevocationContext, Step, Topics, consumer_config,
-    producer_config, rejoin_if_stalled,
+    KafkaError, REJOIN_AFTER, RevocationContext, Topics, consumer_config, producer_config,
+    rejoin_if_stalled,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -30,27 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use braid_core::merge::Cut;
 use braid_store::Layout;
-use braid_store::views::{current_run, definition_hash, published_cuts, read_manifest};
+use braid_store::views::{current_run, definition_hash, read_manifest};
 
-use crate::checkpoint::{Checkpoint, read_sealed, write_sealed};
+use crate::engine::{Engine, Offer};
 use crate::judge::Judge;
-use crate::table::PartitionTable;
 use crate::{SpeedConfig, SpeedError};
-
-/// One assigned partition.
-struct Partition {
-    restore_id: u64,
-    folder: PartitionFolder,
-    /// Where folding resumes; unknown until the first message of a
-    /// partition that has no checkpoint.
-    resume: Resume,
-    epoch_start: i64,
-    sealed: Vec<(i64, i64)>,
-    boundaries: Vec<i64>,
-    forced: VecDeque<i64>,
-    table: PartitionTable,
-    progressed: bool,
-}
 
 /// Counters a worker reports (logs and status).
 #[derive(Debug, Default, Clone, Copy)]
@@ -71,11 +52,10 @@ pub struct WorkerStats {
 
 pub(crate) struct Worker {
     config: SpeedConfig,
-    views: ViewSet,
     consumer: Arc<StreamConsumer<RevocationContext>>,
     producer: FutureProducer,
     events: RevocationContext,
-    partitions: BTreeMap<i32, Partition>,
+    engine: Engine,
     speed_partitions: i32,
     stats: WorkerStats,
     last_memory_warning: Option<Instant>,
@@ -97,11 +77,6 @@ pub(crate) struct Worker {
 
 /// Alerts held while `braid.alerts` does not acknowledge, at most.
 const MAX_HELD_ALERTS: usize = 10_000;
-
-fn restore_id() -> u64 {
-    let (hi, lo) = uuid::Uuid::new_v4().as_u64_pair();
-    hi ^ lo
-}
 
 impl Worker {
     pub(crate) async fn new(config: SpeedConfig) -> Result<Self, SpeedError> {
@@ -139,14 +114,13 @@ impl Worker {
             )));
         }
         Ok(Self {
-            views: config.views.clone(),
             judge: Judge::new(config.detectors.clone()),
             cuts: vec![None; config.views.views.len()],
+            engine: Engine::new(config.views.clone(), config.data_dir.clone()),
             config,
             consumer: Arc::new(consumer),
             producer,
             events,
-            partitions: BTreeMap::new(),
             speed_partitions,
             stats: WorkerStats::default(),
             cuts_checked: None,
@@ -203,7 +177,7 @@ impl Worker {
     fn drain_events(&mut self) {
         for p in self.events.take_revoked() {
             self.judge.revoke(p);
-            if self.partitions.remove(&p).is_some() {
+            if self.engine.revoke(p) {
                 tracing::info!(
                     partition = p,
                     "partition revoked: state dropped, its new owner restores it"
@@ -217,122 +191,21 @@ impl Worker {
     }
 
     async fn restore(&mut self, p: i32) -> Result<(), SpeedError> {
-        let ckpt = Checkpoint::load(self.data_dir(), p, |e| {
+        let restored = self.engine.restore(p, |e| {
             tracing::warn!(partition = p, error = %e, "checkpoint refused; trying the previous one");
         })?;
-        let layout = Layout::new(self.data_dir());
-        if layout.read_sealed(p).is_none() {
-            // From now on a batch run cuts this partition only at epoch
-            // boundaries the speed layer sealed (see batch's choose_cut).
-            write_sealed(self.data_dir(), p, &[])?;
-        }
-        let boundaries = read_sealed(self.data_dir(), p);
-        // Seal where published batch runs cut too (a run taken before this
-        // partition had a sealed epoch cut at the archive's end), so no
-        // epoch straddles a cut.
-        let cuts = published_cuts(&layout, p);
-        let id = restore_id();
-        let part = match ckpt {
-            Some(c) => {
-                let mut forced: Vec<i64> = boundaries
-                    .iter()
-                    .copied()
-                    .chain(cuts)
-                    .filter(|&b| b > c.next_offset)
-                    .collect();
-                forced.sort_unstable();
-                forced.dedup();
-                let forced = forced.into();
-                tracing::info!(
-                    partition = p,
-                    next_offset = c.next_offset,
-                    states = c.states.len(),
-                    "partition restored from checkpoint"
-                );
-                Partition {
-                    restore_id: id,
-                    folder: c.folder,
-                    resume: Resume::at(Some(c.next_offset)),
-                    epoch_start: c.next_offset,
-                    sealed: c.sealed,
-                    boundaries: boundaries
-                        .into_iter()
-                        .filter(|&b| b <= c.next_offset)
-                        .collect(),
-                    forced,
-                    table: PartitionTable {
-                        states: c.states.into_iter().collect(),
-                        dirty: HashSet::new(),
-                    },
-                    progressed: true,
-                }
-            }
-            None => {
-                tracing::info!(
-                    partition = p,
-                    "partition has no checkpoint: folding from the start of the log"
-                );
-                Partition {
-                    restore_id: id,
-                    folder: PartitionFolder::new(&self.views.settings),
-                    resume: Resume::at(None),
-                    epoch_start: 0,
-                    sealed: Vec::new(),
-                    boundaries: Vec::new(),
-                    forced: {
-                        let mut f = boundaries;
-                        f.extend(cuts);
-                        f.sort_unstable();
-                        f.dedup();
-                        f.into()
-                    },
-                    table: PartitionTable::default(),
-                    progressed: true,
-                }
-            }
-        };
-        // Without a checkpoint, the first epoch starts at the first offset
-        // read; either way nothing below it is in this restore.
-        let boundary = part.resume.next().unwrap_or(0);
-        self.send_control(SpeedMessage::Restored {
-            partition: p,
-            restore_id: id,
-            boundary,
-        })
-        .await?;
-        self.partitions.insert(p, part);
-        Ok(())
+        self.send_control(restored).await
     }
 
     async fn on_message(&mut self, m: &BorrowedMessage<'_>) -> Result<(), SpeedError> {
         let p = m.partition();
         let offset = m.offset();
-        if !self.partitions.contains_key(&p) {
+        if !self.engine.holds(p) {
             self.restore(p).await?;
         }
-        let (step, seal_first) = {
-            let Some(part) = self.partitions.get_mut(&p) else {
-                return Ok(());
-            };
-            if part.resume.next().is_none() {
-                part.epoch_start = offset;
-            }
-            let step = part.resume.step(offset);
-            let mut seal_first = false;
-            if step == Step::Take {
-                while let Some(&b) = part.forced.front() {
-                    if b > offset {
-                        break;
-                    }
-                    part.forced.pop_front();
-                    seal_first |= b == offset && offset > part.epoch_start;
-                }
-            }
-            (step, seal_first)
-        };
-        match step {
-            Step::Skip => return Ok(()),
-            Step::Seek(expected) => {
+        match self.engine.offer(p, offset) {
+            Offer::Skip => return Ok(()),
+            Offer::Seek(expected) => {
                 tracing::debug!(
                     partition = p,
                     offset,
@@ -349,26 +222,22 @@ impl Worker {
                     .map_err(|e| KafkaError::client("seeking braid.readings", e))?;
                 return Ok(());
             }
-            Step::Take if seal_first => self.seal(p, true).await?,
-            Step::Take => {}
+            Offer::Take { seal_first: true } => self.seal(p, true).await?,
+            Offer::Take { seal_first: false } => {}
         }
         let ingest_ts = m.timestamp().to_millis().unwrap_or_else(crate::now_ms);
         let payload = m.payload().unwrap_or_default();
         let (records, dead) = decode_records(payload, p, offset, ingest_ts);
-        let Some(part) = self.partitions.get_mut(&p) else {
-            return Ok(());
-        };
-        let judging = !self.judge.is_empty();
-        for rec in &records {
-            let duplicate =
-                part.table
-                    .fold(&mut part.folder, &self.views.views, rec, part.epoch_start);
-            self.stats.records += 1;
-            // A duplicate is judged once, as the first copy.
-            if judging && !duplicate {
-                self.judge.judge(p, &rec.reading, &mut self.alerts);
+        let judge = &mut self.judge;
+        let alerts = &mut self.alerts;
+        let judging = !judge.is_empty();
+        // A duplicate is judged once, as the first copy.
+        self.engine.fold(p, offset, &records, |reading| {
+            if judging {
+                judge.judge(p, reading, alerts);
             }
-        }
+        });
+        self.stats.records += records.len() as u64;
         if self.alerts.len() > MAX_HELD_ALERTS {
             let drop = self.alerts.len() - MAX_HELD_ALERTS;
             self.alerts.drain(..drop);
@@ -377,8 +246,6 @@ impl Worker {
                 "braid.alerts is not acknowledging: the oldest alerts were dropped"
             );
         }
-        part.resume.done(offset);
-        part.progressed = true;
         for (index, reason) in dead {
             self.dead_letter(m, index, &reason).await?;
         }
@@ -536,60 +403,21 @@ impl Worker {
                 }
             }
         }
-        let mut pending = Vec::new();
-        let mut total_states = 0usize;
-        for (&p, part) in &mut self.partitions {
-            total_states += part.table.states.len();
-            let target = p % self.speed_partitions;
-            for key in part.table.dirty.drain() {
-                let Some(entry) = part.table.states.get(&key) else {
-                    continue;
-                };
-                let (view, window_start, group, epoch_start) = key.clone();
-                let msg = SpeedMessage::State {
-                    key: SpeedKey {
-                        view: self.views.views[view].name.clone(),
-                        window_start,
-                        group,
-                        partition: p,
-                        epoch_start,
-                    },
-                    restore_id: part.restore_id,
-                    max_offset: entry.max_offset,
-                    state: entry.state.clone(),
-                    counters: entry.counters,
-                };
-                pending.push((target, msg, p, Some(key)));
-            }
-            if std::mem::take(&mut part.progressed)
-                && let Some(next) = part.resume.next()
-            {
-                pending.push((
-                    target,
-                    SpeedMessage::Progress {
-                        restore_id: part.restore_id,
-                        partition: p,
-                        next_offset: next,
-                        max_event_ts: part.folder.max_event_ts(),
-                    },
-                    p,
-                    None,
-                ));
-            }
-        }
+        let pending = self.engine.take_changes();
         let mut deliveries = Vec::with_capacity(pending.len());
         let mut failed: Option<KafkaError> = None;
         let mut refused: Option<(usize, KafkaError)> = None;
-        for (i, (target, msg, _, _)) in pending.iter().enumerate() {
-            let key = match msg {
+        for (i, out) in pending.iter().enumerate() {
+            let target = out.partition % self.speed_partitions;
+            let key = match &out.msg {
                 SpeedMessage::State { key, .. } => key.to_bytes(),
                 other => other.partition().to_string().into_bytes(),
             };
-            let payload = msg.to_bytes();
+            let payload = out.msg.to_bytes();
             loop {
                 match self.producer.send_result(
                     FutureRecord::to(Topics::SPEED)
-                        .partition(*target)
+                        .partition(target)
                         .key(&key)
                         .payload(&payload),
                 ) {
@@ -633,19 +461,12 @@ impl Worker {
         if let Some(e) = failed {
             // Absolute values: sending a state again later is harmless.
             for i in undelivered {
-                let (_, _, p, key) = &pending[i];
-                if let Some(part) = self.partitions.get_mut(p) {
-                    match key {
-                        Some(k) => {
-                            part.table.dirty.insert(k.clone());
-                        }
-                        None => part.progressed = true,
-                    }
-                }
+                self.engine.unsent(&pending[i]);
             }
             self.outage(&e);
             return Ok(false);
         }
+        let total_states = self.engine.state_count();
         if total_states > self.config.max_states
             && self
                 .last_memory_warning
@@ -676,7 +497,8 @@ impl Worker {
         }
         self.cuts_checked = Some(Instant::now());
         let layout = Layout::new(self.data_dir());
-        for (vi, v) in self.views.views.iter().enumerate() {
+        let views = self.engine.views();
+        for (vi, v) in views.views.iter().enumerate() {
             let Ok(Some(run)) = current_run(&layout, &v.name) else {
                 continue;
             };
@@ -684,7 +506,7 @@ impl Worker {
                 continue;
             }
             match read_manifest(&layout, &v.name, &run) {
-                Ok(m) if m.definition_hash == definition_hash(v, &self.views) => {
+                Ok(m) if m.definition_hash == definition_hash(v, views) => {
                     self.cuts[vi] = Some((run, m.cut));
                 }
                 Ok(_) => {}
@@ -693,20 +515,12 @@ impl Worker {
                 }
             }
         }
-        let cuts = &self.cuts;
-        let mut dropped = 0;
-        for (&p, part) in &mut self.partitions {
-            let before = part.table.states.len();
-            let dirty = &part.table.dirty;
-            part.table.states.retain(|k, _| {
-                let cut = cuts
-                    .get(k.0)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |(_, c)| c.offset(p));
-                k.3 >= cut || dirty.contains(k)
-            });
-            dropped += before - part.table.states.len();
-        }
+        let cuts: Vec<Option<&Cut>> = self
+            .cuts
+            .iter()
+            .map(|c| c.as_ref().map(|(_, cut)| cut))
+            .collect();
+        let dropped = self.engine.drop_below(&cuts);
         if dropped > 0 {
             self.stats.dropped_below_cut += dropped as u64;
             tracing::info!(
@@ -717,15 +531,8 @@ impl Worker {
     }
 
     async fn seal_all(&mut self) -> Result<(), SpeedError> {
-        let ps: Vec<i32> = self.partitions.keys().copied().collect();
-        for p in ps {
-            let advanced = self
-                .partitions
-                .get(&p)
-                .is_some_and(|part| part.resume.next().is_some_and(|n| n > part.epoch_start));
-            if advanced {
-                self.seal(p, false).await?;
-            }
+        for p in self.engine.advanced() {
+            self.seal(p, false).await?;
         }
         Ok(())
     }
@@ -743,45 +550,21 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        let Some(job) = self.engine.seal(p) else {
+            return Ok(());
+        };
         let data_dir = self.config.data_dir.clone();
-        let Some(part) = self.partitions.get_mut(&p) else {
-            return Ok(());
-        };
-        let Some(next) = part.resume.next() else {
-            return Ok(());
-        };
-        let span = EpochSpan {
-            partition: p,
-            start: part.epoch_start,
-            end: next,
-        };
-        part.sealed.push((span.start, span.end));
-        part.boundaries.push(next);
-        part.epoch_start = next;
-        let ckpt = Checkpoint {
-            next_offset: next,
-            sealed: part.sealed.clone(),
-            folder: part.folder.clone(),
-            states: part
-                .table
-                .states
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        let boundaries = part.boundaries.clone();
-        let restore_id = part.restore_id;
-        let path = tokio::task::spawn_blocking(move || -> Result<PathBuf, SpeedError> {
-            let path = ckpt.write(&data_dir, p)?;
-            write_sealed(&data_dir, p, &boundaries)?;
-            Ok(path)
+        let (job, path) = tokio::task::spawn_blocking(move || {
+            let path = job.write(&data_dir);
+            (job, path)
         })
         .await
-        .map_err(|e| SpeedError::Internal(e.to_string()))??;
+        .map_err(|e| SpeedError::Internal(e.to_string()))?;
+        let path = path?;
         self.stats.checkpoints += 1;
         tracing::debug!(partition = p, path = %path.display(), "epoch sealed");
-        self.send_control(SpeedMessage::Sealed { restore_id, span })
-            .await?;
+        let next = job.next_offset;
+        self.send_control(job.msg).await?;
         let mut tpl = TopicPartitionList::new();
         if tpl
             .add_partition_offset(Topics::READINGS, p, Offset::Offset(next))

@@ -8,7 +8,7 @@
 //! views/<view>/CURRENT
 //! views/.lock
 //! baselines/<run id>.bin, CURRENT
-//! speed/checkpoints/partition=P/<next offset>.ckpt
+//! speed/checkpoints/partition=P/<next offset>.ckpt   (.ckpt.refused: set aside)
 //! speed/sealed/partition=P.txt
 //! broker/
 //! ```

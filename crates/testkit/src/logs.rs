@@ -10,7 +10,7 @@ use braid_core::agg::AggState;
 use braid_core::codec::decode_records;
 use braid_core::fold::GroupKey;
 use braid_core::merge::{Counters, Cut, merge_window};
-use braid_core::speedlog::{SpeedMessage, SpeedTable};
+use braid_core::speedlog::{SpeedKey, SpeedMessage, SpeedTable};
 use braid_kafka::Topics;
 use braid_kafka::drain::{assign_all, drain_topic};
 use rdkafka::Message;
@@ -100,8 +100,17 @@ pub fn merged_view(
     table: &SpeedTable,
     view: &str,
 ) -> BTreeMap<(i64, GroupKey), (AggState, Counters)> {
+    merged_view_where(table, view, |_| true)
+}
+
+/// [`merged_view`] of the states whose keys `keep` accepts.
+pub fn merged_view_where(
+    table: &SpeedTable,
+    view: &str,
+    keep: impl Fn(&SpeedKey) -> bool,
+) -> BTreeMap<(i64, GroupKey), (AggState, Counters)> {
     table
-        .windows(view, None, None, |_| true)
+        .windows(view, None, None, keep)
         .into_iter()
         .filter_map(|(key, parts)| {
             let merged = merge_window(None, parts, &Cut::default()).expect("aligned")?;
@@ -114,9 +123,20 @@ pub fn merged_view(
 /// the reference model of `log` for every view of `set`: the same windows,
 /// the same counters, the same state bytes.
 pub fn assert_speed_matches_model(table: &SpeedTable, set: &braid_core::ViewSet, log: &[Record]) {
+    assert_speed_matches_model_where(table, set, log, |_| true);
+}
+
+/// [`assert_speed_matches_model`] for the states whose keys `keep` accepts
+/// (one partition's, say, against the model of that partition's records).
+pub fn assert_speed_matches_model_where(
+    table: &SpeedTable,
+    set: &braid_core::ViewSet,
+    log: &[Record],
+    keep: impl Fn(&SpeedKey) -> bool + Copy,
+) {
     for view in &set.views {
         let model = crate::model::reference_view(view, &set.settings, log);
-        let ours = merged_view(table, &view.name);
+        let ours = merged_view_where(table, &view.name, keep);
         assert_eq!(ours.len(), model.len(), "view {}: windows", view.name);
         for (key, want) in &model {
             let (state, counters) = ours

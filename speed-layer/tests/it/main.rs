@@ -2,4 +2,5 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+mod model;
 mod worker;
