@@ -12,6 +12,13 @@
 //! gone, so the new join elects a live leader. A worker without partitions
 //! in a stable group (more workers than partitions) stays as it is, and on
 //! a Kafka cluster the rebalance finishes on its own, so this never fires.
+//!
+//! When the dead leader's session expires, tansu 0.6 also settles the group
+//! with the survivor as its only member but hands it only its old
+//! partitions: the dead one's are assigned to no one, for good. A consumer
+//! holding fewer partitions than its share of a stable group leaves and
+//! joins it again the same way (on a Kafka cluster every assignor gives each
+//! member at least its share, so this never fires either).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,14 +33,22 @@ use crate::KafkaError;
 /// [`crate::consumer_config`], so a dead member has surely expired.
 pub const REJOIN_AFTER: Duration = Duration::from_secs(20);
 
+/// How often a consumer holding partitions checks that it holds its share
+/// (see [`rejoin_if_stalled`]).
+pub const SHARE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 struct Membership {
     /// Partitions revoked and not yet taken by the role's loop.
     revoked: Vec<i32>,
-    /// Whether the consumer holds partitions.
-    holds: bool,
+    /// How many partitions the consumer holds.
+    held: usize,
     /// When it last lost its partitions or (re)subscribed.
     since: Instant,
+    /// When the consumer's share was last checked while holding some.
+    checked: Instant,
+    /// Whether the last check found it short.
+    short: bool,
 }
 
 /// Notes every partition revoked from this consumer, and whether it holds
@@ -48,8 +63,10 @@ impl Default for RevocationContext {
         Self {
             state: Arc::new(Mutex::new(Membership {
                 revoked: Vec::new(),
-                holds: false,
+                held: 0,
                 since: Instant::now(),
+                checked: Instant::now(),
+                short: false,
             })),
         }
     }
@@ -68,13 +85,39 @@ impl RevocationContext {
     /// some).
     pub fn idle_for(&self) -> Option<Duration> {
         let s = self.state.lock().ok()?;
-        (!s.holds).then(|| s.since.elapsed())
+        (s.held == 0).then(|| s.since.elapsed())
     }
 
     fn restart_clock(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.since = Instant::now();
         }
+    }
+
+    /// How many partitions the consumer holds.
+    fn held(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.held)
+    }
+
+    /// Notes whether a check found the share short; says whether the one
+    /// before did too.
+    fn short_again(&self, short: bool) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|mut s| std::mem::replace(&mut s.short, short) && short)
+    }
+
+    /// Whether `every` has passed since the last share check (or the last
+    /// assignment); if so the clock restarts.
+    fn check_due(&self, every: Duration) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.checked.elapsed() < every {
+            return false;
+        }
+        s.checked = Instant::now();
+        true
     }
 }
 
@@ -87,7 +130,7 @@ impl ConsumerContext for RevocationContext {
         {
             s.revoked
                 .extend(tpl.elements().iter().map(|e| e.partition()));
-            s.holds = false;
+            s.held = 0;
             s.since = Instant::now();
         }
     }
@@ -95,23 +138,40 @@ impl ConsumerContext for RevocationContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tracing::debug!(partitions = tpl.count(), "assigned");
+                tracing::debug!(partitions = ?partitions(tpl), "assigned");
                 if tpl.count() > 0
                     && let Ok(mut s) = self.state.lock()
                 {
-                    s.holds = true;
+                    s.held = tpl.count();
+                    s.checked = Instant::now();
+                    s.short = false;
                 }
             }
-            Rebalance::Revoke(tpl) => tracing::debug!(partitions = tpl.count(), "revoked"),
+            Rebalance::Revoke(tpl) => tracing::debug!(partitions = ?partitions(tpl), "revoked"),
             Rebalance::Error(e) => tracing::debug!(error = %e, "rebalance error"),
         }
     }
 }
 
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
 /// Leaves and rejoins `group` (`consumer` subscribed to `topic`) when the
-/// consumer has held no partitions for `after` and the group is not
-/// `Stable`; says whether it did. Asks the coordinator (blocking, at most
-/// a few seconds) only once the consumer has waited that long.
+/// group stalled; says whether it did. Two stalls, both seen with tansu 0.6
+/// after a member was killed, each looked at only after waiting `after`
+/// (asking the coordinator, blocking, at most a few seconds):
+///
+/// - the consumer has held no partitions for `after` and the group is not
+///   `Stable`;
+/// - the consumer holds partitions, the group is `Stable`, and it holds
+///   fewer than its share: `topic`'s partitions divided by the members,
+///   rounded down, which any of Kafka's assignors gives a member of a group
+///   subscribed to one topic (looked at every [`SHARE_CHECK_EVERY`] while
+///   holding some; short twice in a row, so a rebalance in flight is not
+///   taken for a stall).
+///   tansu 0.6 hands a member that survived a dead leader only its old
+///   share, leaving the dead one's partitions to no one.
 pub fn rejoin_if_stalled<C: Consumer<RevocationContext>>(
     consumer: &C,
     group: &str,
@@ -119,30 +179,70 @@ pub fn rejoin_if_stalled<C: Consumer<RevocationContext>>(
     after: Duration,
 ) -> Result<bool, KafkaError> {
     let context = consumer.context();
-    match context.idle_for() {
+    let why = match context.idle_for() {
         Some(waited) if waited >= after => {
-            let state = consumer
-                .fetch_group_list(Some(group), Duration::from_secs(3))
-                .ok()
-                .and_then(|l| l.groups().first().map(|g| g.state().to_string()));
+            let state = group_state(consumer, group, topic).map(|g| g.state);
             if state.as_deref() == Some("Stable") {
                 tracing::debug!(group, "no partitions held, but the group is stable");
                 context.restart_clock();
                 return Ok(false);
             }
-            tracing::warn!(
-                waited_s = waited.as_secs(),
-                group,
-                state = state.as_deref().unwrap_or("unknown"),
-                "no partitions assigned and the group has not settled: leaving and joining it again"
-            );
-            consumer.unsubscribe();
-            consumer
-                .subscribe(&[topic])
-                .map_err(|e| KafkaError::client(format!("subscribing again to {topic}"), e))?;
-            context.restart_clock();
-            Ok(true)
+            format!(
+                "no partitions assigned for {} s and the group has not settled (state {})",
+                waited.as_secs(),
+                state.as_deref().unwrap_or("unknown")
+            )
         }
-        _ => Ok(false),
-    }
+        Some(_) => return Ok(false),
+        None if context.check_due(SHARE_CHECK_EVERY) => {
+            let Some(g) = group_state(consumer, group, topic) else {
+                return Ok(false);
+            };
+            let held = context.held();
+            let short = g.state == "Stable" && g.members > 0 && held < g.partitions / g.members;
+            if !context.short_again(short) {
+                return Ok(false);
+            }
+            format!(
+                "{held} of the {} partitions of {topic} held by one of {} members of the stable group",
+                g.partitions, g.members
+            )
+        }
+        None => return Ok(false),
+    };
+    tracing::warn!(group, "{why}: leaving and joining it again");
+    consumer.unsubscribe();
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| KafkaError::client(format!("subscribing again to {topic}"), e))?;
+    context.restart_clock();
+    Ok(true)
+}
+
+/// What the coordinator says of a group, and the topic's partitions.
+struct GroupState {
+    state: String,
+    members: usize,
+    partitions: usize,
+}
+
+fn group_state<C: Consumer<RevocationContext>>(
+    consumer: &C,
+    group: &str,
+    topic: &str,
+) -> Option<GroupState> {
+    let timeout = Duration::from_secs(3);
+    let list = consumer.fetch_group_list(Some(group), timeout).ok()?;
+    let info = list.groups().first()?;
+    let partitions = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .ok()?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    Some(GroupState {
+        state: info.state().to_string(),
+        members: info.members().len(),
+        partitions,
+    })
 }
