@@ -20,7 +20,7 @@
 //!   boundary a batch cut may use);
 //! - a revoked partition is dropped without writing anything.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use braid_core::fold::PartitionFolder;
@@ -199,7 +199,7 @@ impl Engine {
                     forced: forced.into(),
                     table: PartitionTable {
                         states: c.states.into_iter().collect(),
-                        dirty: HashSet::new(),
+                        dirty: Default::default(),
                     },
                     progressed: true,
                 }

@@ -1,7 +1,7 @@
 //! A partition's speed states: what the worker folds records into, seals
 //! into checkpoints, and publishes.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use braid_core::agg::AggState;
 use braid_core::fold::PartitionFolder;
@@ -12,7 +12,8 @@ use braid_core::{Record, ViewDef};
 use crate::checkpoint::{Entry, StateKey};
 
 /// States per (view, window, group, epoch) of one partition, and which of
-/// them changed since they were last published.
+/// them changed since they were last published (hashed with foldhash,
+/// seeded per process: group values come from devices).
 #[derive(Clone, Debug, Default)]
 pub struct PartitionTable {
     /// Every held state.

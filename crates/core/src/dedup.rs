@@ -8,7 +8,7 @@
 //! in log order, so the speed layer, the batch layer and a replay drop the
 //! same copies. Keys are kept as 128-bit stable hashes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::hash::stable_hash_seeded;
@@ -45,7 +45,8 @@ impl DedupKey {
 pub struct Deduper {
     horizon_ms: i64,
     clock: i64,
-    last_seen: HashMap<DedupKey, i64>,
+    /// foldhash, seeded per process: keys come from devices.
+    last_seen: foldhash::HashMap<DedupKey, i64>,
     queue: VecDeque<(i64, DedupKey)>,
 }
 
