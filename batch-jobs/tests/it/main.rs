@@ -4,5 +4,6 @@
 
 mod archive;
 mod duckdb;
+mod golden;
 mod import;
 mod recompute;
