@@ -6,7 +6,7 @@
 //! gateway, MQTT and Kafka-direct consumers refuse the same things with the
 //! same words.
 
-use braid_core::codec::{MessageError, decode_message, reading_from_json};
+use braid_core::codec::{MessageError, decode_message, decode_reading};
 use braid_core::{FieldError, Limits, Reading};
 use serde::Serialize;
 
@@ -106,10 +106,7 @@ pub fn decode_body(
         }
         Format::Ndjson => {
             for (n, line) in lines(body) {
-                let r = serde_json::from_slice(line)
-                    .map_err(|e| FieldError::new("record", format!("malformed JSON: {e}")))
-                    .and_then(reading_from_json);
-                push(RecordRef::Line(n), r);
+                push(RecordRef::Line(n), decode_reading(line));
             }
         }
         Format::LineProtocol(precision) => {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod aggregates;
+mod codec;
 mod detectors_on_real_data;
 mod forecast_on_real_data;
 mod model;
