@@ -248,8 +248,10 @@ pub struct AggState {
     sumsq: Option<ExactSumSq>,
     min: Option<Min>,
     max: Option<Max>,
-    sketch: Option<DdSketch>,
-    hll: Option<Hll>,
+    /// Boxed, as the two larger parts most views do not carry: an unused
+    /// one costs a pointer in every state instead of its whole size.
+    sketch: Option<Box<DdSketch>>,
+    hll: Option<Box<Hll>>,
 }
 
 impl AggState {
@@ -262,8 +264,8 @@ impl AggState {
             sumsq: parts.has(Parts::SUMSQ).then(ExactSumSq::default),
             min: parts.has(Parts::MIN).then(Min::default),
             max: parts.has(Parts::MAX).then(Max::default),
-            sketch: parts.has(Parts::SKETCH).then(DdSketch::default),
-            hll: parts.has(Parts::HLL).then(Hll::default),
+            sketch: parts.has(Parts::SKETCH).then(Box::default),
+            hll: parts.has(Parts::HLL).then(Box::default),
         }
     }
 
@@ -467,10 +469,10 @@ impl AggState {
             state.max = Some(Max(r.f64("state max")?));
         }
         if parts.has(Parts::SKETCH) {
-            state.sketch = Some(DdSketch::decode(r)?);
+            state.sketch = Some(Box::new(DdSketch::decode(r)?));
         }
         if parts.has(Parts::HLL) {
-            state.hll = Some(Hll::decode(r)?);
+            state.hll = Some(Box::new(Hll::decode(r)?));
         }
         Ok(state)
     }
