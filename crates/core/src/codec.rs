@@ -331,6 +331,24 @@ mod direct {
         };
     }
 
+    /// Strings and numbers, all taken as one value.
+    macro_rules! leaves {
+        ($value:ty, $leaf:expr) => {
+            fn visit_str<E>(self, _: &str) -> Result<$value, E> {
+                Ok($leaf)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+                Ok($leaf)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+                Ok($leaf)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+                Ok($leaf)
+            }
+        };
+    }
+
     /// A whole message: an array of readings, or one.
     pub(super) struct Message(pub(super) Vec<Result<Reading, FieldError>>);
 
@@ -361,18 +379,7 @@ mod direct {
                     f.write_str("any JSON value")
                 }
                 scalars!(Skip, Skip);
-                fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-                    Ok(Skip)
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-                    Ok(Skip)
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-                    Ok(Skip)
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-                    Ok(Skip)
-                }
+                leaves!(Skip, Skip);
                 fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
                     drain_map(map)?;
                     Ok(Skip)
@@ -479,18 +486,7 @@ mod direct {
                     f.write_str("any JSON value")
                 }
                 scalars!(Tags, Tags::Other);
-                fn visit_str<E>(self, _: &str) -> Result<Tags, E> {
-                    Ok(Tags::Other)
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<Tags, E> {
-                    Ok(Tags::Other)
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<Tags, E> {
-                    Ok(Tags::Other)
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Tags, E> {
-                    Ok(Tags::Other)
-                }
+                leaves!(Tags, Tags::Other);
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tags, A::Error> {
                     let mut t = BTreeMap::new();
                     while let Some((k, v)) = map.next_entry::<String, Scalar>()? {
@@ -517,18 +513,7 @@ mod direct {
                     f.write_str("a reading")
                 }
                 scalars!(Item, Item(Err(not_an_object())));
-                fn visit_str<E>(self, _: &str) -> Result<Item, E> {
-                    Ok(Self::null())
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
-                    Ok(Self::null())
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
-                    Ok(Self::null())
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
-                    Ok(Self::null())
-                }
+                leaves!(Item, Self::null());
                 fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item, A::Error> {
                     Ok(Item(fields(map)?))
                 }
@@ -559,18 +544,7 @@ mod direct {
                 fn visit_none<E>(self) -> Result<Message, E> {
                     Ok(Self::null())
                 }
-                fn visit_str<E>(self, _: &str) -> Result<Message, E> {
-                    Ok(Self::null())
-                }
-                fn visit_u64<E>(self, _: u64) -> Result<Message, E> {
-                    Ok(Self::null())
-                }
-                fn visit_i64<E>(self, _: i64) -> Result<Message, E> {
-                    Ok(Self::null())
-                }
-                fn visit_f64<E>(self, _: f64) -> Result<Message, E> {
-                    Ok(Self::null())
-                }
+                leaves!(Message, Self::null());
                 fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Message, A::Error> {
                     let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
                     while let Some(Item(r)) = seq.next_element::<Item>()? {
