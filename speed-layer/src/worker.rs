@@ -16,8 +16,8 @@ use braid_core::codec::decode_records;
 use braid_core::detect::Alert;
 use braid_core::speedlog::SpeedMessage;
 use braid_kafka::{
-    KafkaError, REJOIN_AFTER, RevocationContext, Topics, consumer_config, producer_config,
-    rejoin_if_stalled,
+    KafkaError, OrphanWatch, REJOIN_AFTER, RevocationContext, Topics, consumer_config,
+    producer_config, rejoin_if_stalled,
 };
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::BorrowedMessage;
@@ -73,6 +73,15 @@ pub(crate) struct Worker {
     /// made from this definition, and when `CURRENT` was last looked at.
     cuts: Vec<Option<(String, Cut)>>,
     cuts_checked: Option<Instant>,
+    /// Partitions held by no one (see [`OrphanWatch`]).
+    orphans: OrphanWatch,
+}
+
+/// How long a partition's committed offset may stay behind its records,
+/// unheld by this worker, before the worker rejoins its group: three
+/// checkpoint intervals (its owner commits after every seal), at least 30 s.
+fn orphaned_after(checkpoint_interval: Duration) -> Duration {
+    (checkpoint_interval * 3).max(Duration::from_secs(30))
 }
 
 /// Alerts held while `braid.alerts` does not acknowledge, at most.
@@ -113,6 +122,7 @@ impl Worker {
                 Topics::SPEED
             )));
         }
+        let orphans = OrphanWatch::new(orphaned_after(config.checkpoint_interval));
         Ok(Self {
             judge: Judge::new(config.detectors.clone()),
             cuts: vec![None; config.views.views.len()],
@@ -124,6 +134,7 @@ impl Worker {
             speed_partitions,
             stats: WorkerStats::default(),
             cuts_checked: None,
+            orphans,
             last_memory_warning: None,
             unsent: Vec::new(),
             last_outage_warning: None,
@@ -160,12 +171,10 @@ impl Worker {
                     self.drain_events();
                     self.publish().await?;
                     self.seal_all().await?;
-                    rejoin_if_stalled(
-                        &*self.consumer,
-                        &self.config.group,
-                        Topics::READINGS,
-                        REJOIN_AFTER,
-                    )?;
+                    let group = &self.config.group;
+                    if !rejoin_if_stalled(&*self.consumer, group, Topics::READINGS, REJOIN_AFTER)? {
+                        self.orphans.check(&*self.consumer, group, Topics::READINGS)?;
+                    }
                 }
             }
         }

@@ -21,6 +21,6 @@ pub mod topics;
 pub use config::{KafkaError, consumer_config, producer_config};
 #[cfg(feature = "embedded-broker")]
 pub use embedded::{BrokerStorage, EmbeddedBroker};
-pub use rebalance::{REJOIN_AFTER, RevocationContext, rejoin_if_stalled};
+pub use rebalance::{OrphanWatch, REJOIN_AFTER, RevocationContext, rejoin_if_stalled};
 pub use resume::{Resume, Step};
 pub use topics::{Topics, ensure_topics};

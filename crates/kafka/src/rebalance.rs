@@ -210,13 +210,139 @@ pub fn rejoin_if_stalled<C: Consumer<RevocationContext>>(
         }
         None => return Ok(false),
     };
+    rejoin(consumer, group, topic, &why)?;
+    Ok(true)
+}
+
+/// Leaves `group` and joins it again, saying why.
+fn rejoin<C: Consumer<RevocationContext>>(
+    consumer: &C,
+    group: &str,
+    topic: &str,
+    why: &str,
+) -> Result<(), KafkaError> {
     tracing::warn!(group, "{why}: leaving and joining it again");
     consumer.unsubscribe();
     consumer
         .subscribe(&[topic])
         .map_err(|e| KafkaError::client(format!("subscribing again to {topic}"), e))?;
-    context.restart_clock();
-    Ok(true)
+    consumer.context().restart_clock();
+    Ok(())
+}
+
+/// Watches the partitions a consumer does not hold, for a group that
+/// commits as it goes (the speed layer commits after every seal): one with
+/// records past its committed offset whose committed offset has not moved
+/// for a while is read by no one, and the consumer leaves and joins the
+/// group again so that the assignment is made anew.
+///
+/// Why: seen once with tansu 0.6 after a worker was killed twice within a
+/// session timeout, the restarted worker was given half of the partitions
+/// and the group counted the dead member as holding the rest, so the share
+/// check of [`rejoin_if_stalled`] saw nothing wrong. On a Kafka cluster
+/// every partition has a live owner, whose commits move, so this never
+/// fires there unless an owner makes no progress for `after` (a rejoin
+/// then costs one rebalance, nothing else: state moves with partitions).
+#[derive(Debug)]
+pub struct OrphanWatch {
+    after: Duration,
+    checked: Instant,
+    /// Per partition not held: its committed offset when first seen, and
+    /// since when it has not moved.
+    seen: std::collections::BTreeMap<i32, (i64, Instant)>,
+}
+
+impl OrphanWatch {
+    /// A watch that rejoins after a partition has gone unread for `after`.
+    pub fn new(after: Duration) -> Self {
+        Self {
+            after,
+            checked: Instant::now(),
+            seen: Default::default(),
+        }
+    }
+
+    /// Looks (at most every [`SHARE_CHECK_EVERY`], blocking for at most a
+    /// few seconds) and rejoins if a partition has been left unread;
+    /// says whether it did.
+    pub fn check<C: Consumer<RevocationContext>>(
+        &mut self,
+        consumer: &C,
+        group: &str,
+        topic: &str,
+    ) -> Result<bool, KafkaError> {
+        if self.checked.elapsed() < SHARE_CHECK_EVERY {
+            return Ok(false);
+        }
+        self.checked = Instant::now();
+        let Some(orphans) = unread_elsewhere(consumer, topic) else {
+            return Ok(false);
+        };
+        let now = Instant::now();
+        self.seen.retain(|p, _| orphans.iter().any(|(q, _)| q == p));
+        let mut stuck = Vec::new();
+        for (p, committed) in orphans {
+            let entry = self.seen.entry(p).or_insert((committed, now));
+            if entry.0 != committed {
+                *entry = (committed, now);
+            } else if now.duration_since(entry.1) >= self.after {
+                stuck.push(p);
+            }
+        }
+        if stuck.is_empty() {
+            return Ok(false);
+        }
+        self.seen.clear();
+        let why = format!(
+            "partitions {stuck:?} of {topic} have unread records and their committed offsets \
+             have not moved for {} s, but this consumer does not hold them",
+            self.after.as_secs()
+        );
+        rejoin(consumer, group, topic, &why)?;
+        Ok(true)
+    }
+}
+
+/// The partitions of `topic` this consumer does not hold that have records
+/// past the group's committed offset, with that offset (`-1` when none was
+/// committed); `None` when the broker could not say.
+fn unread_elsewhere<C: Consumer<RevocationContext>>(
+    consumer: &C,
+    topic: &str,
+) -> Option<Vec<(i32, i64)>> {
+    let timeout = Duration::from_secs(3);
+    let held: Vec<i32> = consumer
+        .assignment()
+        .ok()?
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    let count = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .ok()?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    let mut others = rdkafka::TopicPartitionList::new();
+    for p in (0..count as i32).filter(|p| !held.contains(p)) {
+        others.add_partition(topic, p);
+    }
+    if others.count() == 0 {
+        return Some(Vec::new());
+    }
+    let committed = consumer.committed_offsets(others, timeout).ok()?;
+    let mut unread = Vec::new();
+    for e in committed.elements_for_topic(topic) {
+        let at = e.offset().to_raw().filter(|o| *o >= 0).unwrap_or(-1);
+        let (_, high) = consumer
+            .fetch_watermarks(topic, e.partition(), timeout)
+            .ok()?;
+        if high > at.max(0) {
+            unread.push((e.partition(), at));
+        }
+    }
+    Some(unread)
 }
 
 /// What the coordinator says of a group, and the topic's partitions.

@@ -4,3 +4,4 @@
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
 mod broker;
+mod orphans;
