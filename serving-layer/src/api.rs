@@ -156,7 +156,7 @@ fn view_answer(
             view.name
         )));
     }
-    let (rows, wm, batch) = merged(s, view, &query)?;
+    let (rows, wm, batch, position) = merged(s, view, &query)?;
     if let Some(min) = min_completeness {
         let short: Vec<&crate::query::Row> = rows
             .iter()
@@ -183,6 +183,7 @@ fn view_answer(
                 watermark: Option<i64>,
                 freshness_ms: Option<i64>,
                 batch: Value,
+                speed_position: &'a SpeedPosition,
                 rows: &'a [crate::query::Row],
             }
             let body = Answer {
@@ -190,6 +191,7 @@ fn view_answer(
                 watermark: wm,
                 freshness_ms: freshness,
                 batch: batch_header,
+                speed_position: &position,
                 rows: &rows,
             };
             Ok(warp::reply::json(&body).into_response())
@@ -207,6 +209,7 @@ fn view_answer(
                 ("braid.watermark", json!(wm)),
                 ("braid.freshness_ms", json!(freshness)),
                 ("braid.batch", batch_header),
+                ("braid.speed_position", json!(position)),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -224,15 +227,23 @@ fn view_answer(
     }
 }
 
-/// Rows, the view's watermark, and the batch run merged in.
+/// Per partition of `braid.speed`, the offset after the last message the
+/// replica has read: with the batch run, what an answer was made from (two
+/// replicas at the same run and position give the same answer).
+pub(crate) type SpeedPosition = std::collections::BTreeMap<i32, i64>;
+
+/// Rows, the view's watermark, the batch run merged in, and the speed
+/// position.
 pub(crate) type Merged = (
     Vec<crate::query::Row>,
     Option<i64>,
     Option<Arc<braid_store::views::BatchView>>,
+    SpeedPosition,
 );
 
 /// The merged rows of `view` for `query` (after [`query_of`] refreshed the
-/// batch side), its watermark, and the batch run they were merged with.
+/// batch side), its watermark, the batch run they were merged with, and
+/// the speed position they were made from.
 pub(crate) fn merged(
     s: &Serving,
     view: &braid_core::ViewDef,
@@ -247,7 +258,12 @@ pub(crate) fn merged(
     let batch = s.batch.cached(&view.name);
     let rows = rows(&table, batch.as_deref(), view, query)
         .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
-    Ok((rows, watermark(&table, view), batch))
+    Ok((
+        rows,
+        watermark(&table, view),
+        batch,
+        table.position().clone(),
+    ))
 }
 
 fn bad_format(other: &str) -> ServingError {

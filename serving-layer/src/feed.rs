@@ -166,10 +166,14 @@ fn read_loop(
             msg.timestamp().to_millis().unwrap_or(0).max(0) as u64,
             Ordering::Relaxed,
         );
+        let (partition, next) = (msg.partition(), msg.offset() + 1);
         match SpeedMessage::from_bytes(msg.payload().unwrap_or_default()) {
             Ok(m) => {
                 let applied = match feed.table.write() {
-                    Ok(mut t) => t.apply(m),
+                    Ok(mut t) => {
+                        t.read_to(partition, next);
+                        t.apply(m)
+                    }
                     Err(_) => false,
                 };
                 let counter = if applied {
@@ -180,6 +184,9 @@ fn read_loop(
                 counter.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
+                if let Ok(mut t) = feed.table.write() {
+                    t.read_to(partition, next);
+                }
                 feed.undecodable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(partition = msg.partition(), offset = msg.offset(), error = %e, "undecodable braid.speed message skipped");
             }

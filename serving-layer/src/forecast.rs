@@ -143,7 +143,7 @@ pub fn answer(
         .map_err(|e| {
             ServingError::Internal(format!("reading the batch run of {}: {e}", view.name))
         })?;
-    let (mut rs, _, _) = crate::api::merged(s, view, &query)?;
+    let (mut rs, ..) = crate::api::merged(s, view, &query)?;
     rs.sort_by_key(|r| r.window_start);
     let recent: Vec<(i64, f64)> = rs
         .iter()

@@ -258,6 +258,9 @@ pub type EpochPart<'a> = (EpochSpan, &'a AggState, &'a Counters);
 #[derive(Clone, Debug, Default)]
 pub struct SpeedTable {
     partitions: BTreeMap<i32, PartitionSpeed>,
+    /// Per partition of the log the messages are read from, the offset
+    /// after the last one read (see [`SpeedTable::read_to`]).
+    position: BTreeMap<i32, i64>,
 }
 
 /// One partition's part of a [`SpeedTable`].
@@ -287,6 +290,21 @@ pub struct Published {
 }
 
 impl SpeedTable {
+    /// Notes that the reader has read partition `log_partition` of its log
+    /// (`braid.speed`) up to `next_offset`, applied or not. The table is a
+    /// function of what it read, so two tables at the same position are
+    /// equal, and an answer can say which position it was made from.
+    pub fn read_to(&mut self, log_partition: i32, next_offset: i64) {
+        let at = self.position.entry(log_partition).or_default();
+        *at = (*at).max(next_offset);
+    }
+
+    /// Per partition of the log read, the offset after the last message
+    /// read.
+    pub fn position(&self) -> &BTreeMap<i32, i64> {
+        &self.position
+    }
+
     /// Applies one message; `false` when it was ignored (a stale restore or
     /// an older value of a key).
     pub fn apply(&mut self, msg: SpeedMessage) -> bool {

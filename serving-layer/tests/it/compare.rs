@@ -210,6 +210,8 @@ async fn batch_and_speed_side_by_side() {
         "view": "per_device",
         "watermark": T1 + 25_000,
         "batch": { "run_id": "run-1", "finished_ms": 2, "cut": { "0": 10 } },
+        // Every message of the fixture's braid.speed read.
+        "speed_position": { "0": 8 },
         "rows": [
             row(T0, "d0", 4, 11.0, 5.0, "batch+speed", "closed", 3, 1, 0, 0.8),
             row(T0, "d1", 2, 13.0, 9.0, "batch", "final", 2, 0, 0, 0.8),

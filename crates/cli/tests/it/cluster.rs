@@ -102,6 +102,9 @@ pub struct Cluster {
     pub ingest: String,
     /// The serving replica's address.
     pub serve: String,
+    /// A second replica's address (role `serve-b`, started only when
+    /// asked).
+    pub serve_b: String,
     setup: Setup,
     roles: BTreeMap<&'static str, Child>,
     starts: BTreeMap<&'static str, u32>,
@@ -127,6 +130,7 @@ impl Cluster {
             brokers: free_addr(),
             ingest: free_addr(),
             serve: free_addr(),
+            serve_b: free_addr(),
             setup,
             roles: BTreeMap::new(),
             starts: BTreeMap::new(),
@@ -215,7 +219,7 @@ impl Cluster {
 
     fn args(&self, role: &str) -> Vec<String> {
         let mut args = self.role_args(role);
-        if self.setup.tokens && matches!(role, "ingest" | "serve") {
+        if self.setup.tokens && matches!(role, "ingest" | "serve" | "serve-b") {
             args.push("--tokens".into());
             args.push(self.tokens_file().to_string_lossy().into_owned());
         }
@@ -259,7 +263,7 @@ impl Cluster {
                 "--checkpoint-interval",
                 self.setup.checkpoint_interval,
             ]),
-            "serve" => s(&[
+            "serve" | "serve-b" => s(&[
                 "serve",
                 "--brokers",
                 b,
@@ -268,7 +272,11 @@ impl Cluster {
                 "--views",
                 VIEWS,
                 "--http",
-                &self.serve,
+                if role == "serve" {
+                    &self.serve
+                } else {
+                    &self.serve_b
+                },
             ]),
             other => panic!("no role {other}"),
         }

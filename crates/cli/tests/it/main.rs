@@ -7,6 +7,7 @@ mod broker;
 mod cluster;
 mod e2e;
 mod faults;
+mod replicas;
 mod speed_kill;
 mod up;
 mod views;

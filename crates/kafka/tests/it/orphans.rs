@@ -98,7 +98,10 @@ async fn an_unread_partition_makes_the_consumer_rejoin_and_take_it() {
         }
         held.sort_unstable();
         let all: Vec<i32> = (0..TEST_PARTITIONS).collect();
-        assert_eq!(held, all, "after the rejoin the lone member holds every partition");
+        assert_eq!(
+            held, all,
+            "after the rejoin the lone member holds every partition"
+        );
     })
     .await
     .expect("join");
