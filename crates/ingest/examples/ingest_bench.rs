@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use braid_ingest::gateway::filters::routes;
 use braid_ingest::sink::pack;
 use braid_ingest::{Gateway, GatewayConfig, ReadingSink};
-use braid_kafka::{Topics, producer_config};
+use braid_kafka::Topics;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use warp::Filter;
 
@@ -43,7 +43,9 @@ async fn raw_producer(brokers: &str, partitions: i32, seconds: u64, in_flight: u
     let readings: Vec<braid_core::Reading> =
         serde_json::from_str(&readings_json(1000, now)).unwrap();
     let batches = Arc::new(pack(&readings, partitions));
-    let producer: FutureProducer = producer_config(brokers).create().unwrap();
+    let producer: FutureProducer = braid_ingest::sink::ReadingSink::producer_config(brokers)
+        .create()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();

@@ -66,7 +66,18 @@ impl ReadingSink {
     /// Connects to `brokers` and learns the partition count of
     /// `braid.readings`. `ack_timeout` bounds how long a send waits.
     pub async fn connect(brokers: &str, ack_timeout: Duration) -> Result<Self, KafkaError> {
-        Self::with_config(producer_config(brokers), ack_timeout).await
+        Self::with_config(Self::producer_config(brokers), ack_timeout).await
+    }
+
+    /// The gateway's producer settings: Braid's durable producer with a
+    /// shorter linger (0.5 ms, not 2), since every HTTP answer waits for its
+    /// acknowledgement. Measured with 64 connections sending one reading a
+    /// request: twice the requests/s of 2 ms; 0 ms sends so many small
+    /// batches that the in-flight limit makes it slower than 2 ms.
+    pub fn producer_config(brokers: &str) -> ClientConfig {
+        let mut c = producer_config(brokers);
+        c.set("linger.ms", "0.5");
+        c
     }
 
     /// As [`ReadingSink::connect`] with explicit client settings.
