@@ -318,12 +318,7 @@ fn unread_elsewhere<C: Consumer<RevocationContext>>(
         .iter()
         .map(|e| e.partition())
         .collect();
-    let count = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .ok()?
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len());
+    let count = partition_count(consumer, topic, timeout)?;
     let mut others = rdkafka::TopicPartitionList::new();
     for p in (0..count as i32).filter(|p| !held.contains(p)) {
         others.add_partition(topic, p);
@@ -360,15 +355,27 @@ fn group_state<C: Consumer<RevocationContext>>(
     let timeout = Duration::from_secs(3);
     let list = consumer.fetch_group_list(Some(group), timeout).ok()?;
     let info = list.groups().first()?;
-    let partitions = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .ok()?
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len());
+    let partitions = partition_count(consumer, topic, timeout)?;
     Some(GroupState {
         state: info.state().to_string(),
         members: info.members().len(),
         partitions,
     })
+}
+
+/// How many partitions `topic` has (0 when it does not exist); `None` when
+/// the broker did not answer within `timeout`.
+fn partition_count<C: Consumer<RevocationContext>>(
+    consumer: &C,
+    topic: &str,
+    timeout: Duration,
+) -> Option<usize> {
+    Some(
+        consumer
+            .fetch_metadata(Some(topic), timeout)
+            .ok()?
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len()),
+    )
 }

@@ -395,6 +395,23 @@ impl Cluster {
             .expect("braid simulate")
     }
 
+    /// [`Cluster::simulate`] with 20 smart-home meters sending 100
+    /// readings/s in all for `seconds`, from `seed`.
+    pub fn home_fleet(&self, seconds: u64, seed: u64) -> Child {
+        self.simulate(&[
+            "--scenario",
+            "home",
+            "--devices",
+            "20",
+            "--rate",
+            "100",
+            "--duration",
+            &format!("{seconds}s"),
+            "--seed",
+            &seed.to_string(),
+        ])
+    }
+
     /// `braid batch run`, as cron runs it; panics if it fails.
     pub fn batch_run(&self) {
         let out = run(&["batch", "run", "--data-dir", &self.data, "--views", VIEWS]);

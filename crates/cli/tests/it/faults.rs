@@ -139,18 +139,7 @@ fn verify_all_clean(c: &Cluster, case: &str) -> Value {
 }
 
 fn load(c: &Cluster, seconds: u64) -> std::process::Child {
-    c.simulate(&[
-        "--scenario",
-        "home",
-        "--devices",
-        "20",
-        "--rate",
-        "100",
-        "--duration",
-        &format!("{seconds}s"),
-        "--seed",
-        "11",
-    ])
+    c.home_fleet(seconds, 11)
 }
 
 fn finish(mut sim: std::process::Child) {

@@ -64,18 +64,7 @@ fn two_replicas_answer_alike_while_data_flows() {
     let mut c = Cluster::start(Setup::default());
     c.spawn("serve-b");
     wait_listening(&c.serve_b.clone(), "the second replica");
-    let mut sim = c.simulate(&[
-        "--scenario",
-        "home",
-        "--devices",
-        "20",
-        "--rate",
-        "100",
-        "--duration",
-        "25s",
-        "--seed",
-        "7",
-    ]);
+    let mut sim = c.home_fleet(25, 7);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
