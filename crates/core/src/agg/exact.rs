@@ -181,6 +181,24 @@ impl FixedAcc {
         v << (CHUNK_BITS as usize * c.base as usize)
     }
 
+    /// The value as `±m * 2^shift` with `m` odd (`m == 0` for zero), when
+    /// it fits 127 bits before its trailing zeros are shifted out: the fast
+    /// path of the roundings, with no allocation. `None` when it is bigger.
+    fn small(&self) -> Option<(bool, u128, u32)> {
+        let mut v: i128 = 0;
+        for &limb in self.limbs.iter().rev() {
+            v = v
+                .checked_mul(1 << CHUNK_BITS)?
+                .checked_add(i128::from(limb))?;
+        }
+        let m = v.unsigned_abs();
+        if m == 0 {
+            return Some((false, 0, 0));
+        }
+        let tz = m.trailing_zeros();
+        Some((v < 0, m >> tz, CHUNK_BITS * self.base + tz))
+    }
+
     /// Whether the value is zero.
     pub fn is_zero(&self) -> bool {
         self.canonical().limbs.is_empty()
@@ -282,6 +300,9 @@ impl ExactSum {
 
     /// The sum, correctly rounded to `f64` (overflowing to infinity).
     pub fn value(&self) -> f64 {
+        if let Some((negative, m, shift)) = self.0.small() {
+            return round_scaled_u128(m, negative, i64::from(shift) - 1074, false);
+        }
         let v = self.units();
         round_scaled(v.magnitude(), v.is_negative(), -1074, false)
     }
@@ -290,6 +311,13 @@ impl ExactSum {
     pub fn mean(&self, n: u64) -> Option<f64> {
         if n == 0 {
             return None;
+        }
+        if let Some(mean) = self
+            .0
+            .small()
+            .and_then(|(negative, m, shift)| mean_small(m, negative, i64::from(shift) - 1074, n))
+        {
+            return Some(mean);
         }
         let v = self.units();
         Some(round_ratio(
@@ -441,6 +469,20 @@ pub fn sample_stddev(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> 
     if n < 2 {
         return None;
     }
+    if let (Some(a), Some(b)) = (sum.0.small(), sumsq.0.small())
+        && let Some(sd) = stddev_small(n, a, b)
+    {
+        return Some(sd);
+    }
+    sample_stddev_big(n, sum, sumsq)
+}
+
+/// [`sample_stddev`] on big integers only, whatever the magnitudes (the
+/// reference for its fast path).
+pub(crate) fn sample_stddev_big(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> {
+    if n < 2 {
+        return None;
+    }
     let a = sum.units(); // x 2^-1074
     let b = sumsq.units(); // x 2^-2148
     // Both are mostly trailing zero bits (units of 2^-1074): shift out a
@@ -467,6 +509,162 @@ pub fn sample_stddev(n: u64, sum: &ExactSum, sumsq: &ExactSumSq) -> Option<f64> 
     let s = q.sqrt();
     let sticky = !exact_div || &s * &s != q;
     Some(round_scaled(&s, false, -1074 - k as i64 + t as i64, sticky))
+}
+
+/// `(±m * 2^exp) / n` correctly rounded, on `u128`s: `None` when `n` is
+/// too large for the quotient to keep 66 bits (then the big path answers).
+fn mean_small(m: u128, negative: bool, exp: i64, n: u64) -> Option<f64> {
+    if m == 0 {
+        return Some(if negative { -0.0 } else { 0.0 });
+    }
+    let (mbits, nbits) = (bits128(m), bits128(u128::from(n)));
+    if nbits > 62 {
+        return None;
+    }
+    // Scale so that the quotient has >= 66 bits; m << k keeps < 129 bits.
+    let k = (66 + nbits as i64 - mbits as i64).max(0) as u32;
+    let scaled = m << k;
+    let q = scaled / u128::from(n);
+    let sticky = !scaled.is_multiple_of(u128::from(n));
+    Some(round_scaled_u128(q, negative, exp - i64::from(k), sticky))
+}
+
+/// [`sample_stddev`] when the sum and the sum of squares, given as
+/// `(negative, m, shift)` from [`FixedAcc::small`], are small enough for
+/// `u128` arithmetic after their common power of two is shifted out (as
+/// sensor readings are); `None` otherwise. The same integers and the same
+/// rounding as the big path, so the same result to the bit.
+fn stddev_small(n: u64, a: (bool, u128, u32), b: (bool, u128, u32)) -> Option<f64> {
+    let ((_, ma, sa), (_, mb, sb)) = (a, b);
+    if mb == 0 {
+        // No square: every value is zero.
+        return Some(0.0);
+    }
+    // a = ma 2^sa (units 2^-1074), b = mb 2^sb (units 2^-2148): take out
+    // 2^t from a and 2^2t from b, as the big path does.
+    let t = if ma == 0 { sb / 2 } else { sa.min(sb / 2) };
+    let a_bits = if ma == 0 { 0 } else { bits128(ma) + (sa - t) };
+    let b_bits = bits128(mb) + (sb - 2 * t);
+    let n_bits = bits128(u128::from(n));
+    if a_bits > 63 || b_bits + n_bits > 127 || n >= 1 << 32 {
+        return None;
+    }
+    let a = if ma == 0 { 0 } else { ma << (sa - t) };
+    let b = mb << (sb - 2 * t);
+    // d = n b - a^2 (units 2^(2t - 2148)), >= 0 by Cauchy-Schwarz.
+    let d = (u128::from(n) * b).checked_sub(a * a)?;
+    if d == 0 {
+        return Some(0.0);
+    }
+    let denom = u64::from(n as u32) * (n - 1);
+    let (d_bits, den_bits) = (bits128(d), bits128(u128::from(denom)));
+    // Scale by 4^k so that the quotient has about 118 bits: its root then
+    // has 59, more than the 53 + 2 a correct rounding needs with a sticky
+    // bit, and the quotient still fits a u128.
+    let k = ((118 + den_bits as i64 - d_bits as i64).max(0) + 1) / 2;
+    let (q, exact_div) = shl_div(d, 2 * k as u32, denom)?;
+    let s = isqrt128(q);
+    let sticky = !exact_div || s * s != q;
+    Some(round_scaled_u128(
+        s,
+        false,
+        -1074 - k + i64::from(t),
+        sticky,
+    ))
+}
+
+/// Significant bits of `x` (0 for 0).
+fn bits128(x: u128) -> u32 {
+    128 - x.leading_zeros()
+}
+
+/// `floor((x << shift) / den)` and whether the division is exact, through
+/// 64-bit limbs (`x << shift` may take up to 256 bits); `None` when that
+/// does not fit 256 bits or the quotient does not fit a `u128`.
+fn shl_div(x: u128, shift: u32, den: u64) -> Option<(u128, bool)> {
+    if den == 0 {
+        return None;
+    }
+    // x << shift as four little-endian limbs.
+    let mut limbs = [0u64; 4];
+    let (w, r) = ((shift / 64) as usize, shift % 64);
+    for (i, v) in [x as u64, (x >> 64) as u64].into_iter().enumerate() {
+        if v == 0 {
+            continue;
+        }
+        let lo = v << r;
+        let hi = if r == 0 { 0 } else { v >> (64 - r) };
+        for (at, part) in [(w + i, lo), (w + i + 1, hi)] {
+            match limbs.get_mut(at) {
+                Some(l) => *l |= part,
+                None if part != 0 => return None,
+                None => {}
+            }
+        }
+    }
+    let mut q = [0u64; 4];
+    let mut rem: u128 = 0;
+    for i in (0..4).rev() {
+        let cur = (rem << 64) | u128::from(limbs[i]);
+        q[i] = (cur / u128::from(den)) as u64;
+        rem = cur % u128::from(den);
+    }
+    if q[2] != 0 || q[3] != 0 {
+        return None;
+    }
+    Some((u128::from(q[0]) | (u128::from(q[1]) << 64), rem == 0))
+}
+
+/// `floor(sqrt(x))`.
+fn isqrt128(x: u128) -> u128 {
+    if x < 2 {
+        return x;
+    }
+    // A float guess, one Newton step (which lands at or just above the
+    // root), then exact corrections.
+    let mut s = ((x as f64).sqrt() as u128).max(1);
+    s = (s + x / s) / 2;
+    while s.checked_mul(s).is_none_or(|sq| sq > x) {
+        s -= 1;
+    }
+    while (s + 1).checked_mul(s + 1).is_some_and(|sq| sq <= x) {
+        s += 1;
+    }
+    s
+}
+
+/// [`round_scaled`] for a magnitude that fits a `u128`.
+fn round_scaled_u128(mag: u128, negative: bool, exp: i64, sticky: bool) -> f64 {
+    let signed = |x: f64| if negative { -x } else { x };
+    if mag == 0 {
+        return signed(0.0);
+    }
+    let nbits = i64::from(bits128(mag));
+    let top = exp + nbits - 1;
+    if top > 1023 {
+        return signed(f64::INFINITY);
+    }
+    let precision = 53.min(top + 1075);
+    let drop = nbits - precision;
+    let (q, e) = if drop <= 0 {
+        (mag as u64, exp)
+    } else {
+        let d = drop as u64;
+        let mut q = if d >= 128 { 0 } else { (mag >> d) as u64 };
+        let half = d - 1 < 128 && (mag >> (d - 1)) & 1 == 1;
+        let below = sticky
+            || (d >= 2
+                && if d > 128 {
+                    true
+                } else {
+                    mag & ((1u128 << (d - 1)) - 1) != 0
+                });
+        if half && (below || q & 1 == 1) {
+            q += 1;
+        }
+        (q, exp + drop)
+    };
+    signed(ldexp(q as f64, e))
 }
 
 /// Rounds `(mag / den) * 2^exp` to the nearest `f64`.
@@ -545,6 +743,90 @@ pub(crate) fn units_of(x: f64) -> BigInt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Values as sensors send them (few significant bits, similar
+    /// magnitudes), and anything finite, tiny or huge.
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            (-4000i64..4000).prop_map(|v| v as f64 / 4.0),
+            (-100_000i64..100_000).prop_map(|v| v as f64 / 1000.0),
+            any::<f64>().prop_filter("finite", |x| x.is_finite()),
+            (1u64..1 << 20).prop_map(f64::from_bits),
+            (-1e300f64..1e300),
+            (0.0f64..1e-300),
+        ]
+    }
+
+    fn values() -> impl Strategy<Value = Vec<f64>> {
+        prop_oneof![
+            prop::collection::vec((-4000i64..4000).prop_map(|v| v as f64 / 4.0), 0..300),
+            prop::collection::vec(value(), 0..60),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The u128 fast paths give the big-integer results to the bit.
+        #[test]
+        fn fast_paths_equal_the_big_integer_paths(xs in values()) {
+            let (mut s, mut q) = (ExactSum::default(), ExactSumSq::default());
+            for &x in &xs {
+                s.fold(x);
+                q.fold(x);
+            }
+            let n = xs.len() as u64;
+            let v = s.units();
+            let big_value = round_scaled(v.magnitude(), v.is_negative(), -1074, false);
+            prop_assert_eq!(s.value().to_bits(), big_value.to_bits());
+            if n > 0 {
+                let big_mean = round_ratio(v.magnitude(), v.is_negative(), -1074, &BigUint::from(n));
+                prop_assert_eq!(s.mean(n).map(f64::to_bits), Some(big_mean.to_bits()));
+            }
+            prop_assert_eq!(
+                sample_stddev(n, &s, &q).map(f64::to_bits),
+                sample_stddev_big(n, &s, &q).map(f64::to_bits)
+            );
+        }
+    }
+
+    #[test]
+    fn the_fast_paths_take_sensor_values() {
+        let xs: Vec<f64> = (0..200).map(|i| f64::from(i % 37) * 0.25 + 12.5).collect();
+        let (mut s, mut q) = (ExactSum::default(), ExactSumSq::default());
+        for &x in &xs {
+            s.fold(x);
+            q.fold(x);
+        }
+        let (a, b) = (s.0.small().unwrap(), q.0.small().unwrap());
+        assert!(stddev_small(200, a, b).is_some());
+        assert!(mean_small(a.1, a.0, i64::from(a.2) - 1074, 200).is_some());
+    }
+
+    #[test]
+    fn isqrt_and_shifted_division_are_exact() {
+        for x in [
+            0u128,
+            1,
+            2,
+            3,
+            4,
+            15,
+            16,
+            17,
+            u128::from(u64::MAX),
+            u128::MAX,
+            (1 << 118) + 12345,
+        ] {
+            let s = isqrt128(x);
+            assert!(s * s <= x, "{x}");
+            assert!((s + 1).checked_mul(s + 1).is_none_or(|sq| sq > x), "{x}");
+        }
+        assert_eq!(shl_div(3, 130, 1 << 63), Some((3 << 67, true)));
+        assert_eq!(shl_div(7, 0, 2), Some((3, false)));
+        assert_eq!(shl_div(u128::MAX, 128, 1), None);
+    }
 
     fn sum_of(xs: &[f64]) -> ExactSum {
         let mut s = ExactSum::default();
