@@ -133,9 +133,9 @@ pub fn compare(
     let cut = batch.map(|b| b.manifest.cut.clone()).unwrap_or_default();
     let mut sides: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
     if let Some(b) = batch {
-        for key in batch_keys(b, q.from, q.to) {
+        for (key, v) in batch_keys(b, q.from, q.to) {
             if in_range(key.0, &key.1) {
-                sides.entry(key.clone()).or_default().batch = b.windows.get(key);
+                sides.entry(key.clone()).or_default().batch = Some(v);
             }
         }
     }

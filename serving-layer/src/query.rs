@@ -134,7 +134,7 @@ pub fn rows(
         .device
         .as_deref()
         .filter(|_| device_pos == Some(0) && !every_device);
-    let mut parts = match (q.source, lead) {
+    let parts = match (q.source, lead) {
         (SourceFilter::Batch, _) => BTreeMap::new(),
         (_, Some(d)) => table.group_windows(
             table
@@ -146,15 +146,24 @@ pub fn rows(
             in_range(k.window_start, &k.group)
         }),
     };
+    // Each window with the batch run's state for it, found while scanning.
+    type Sides<'a> = (
+        Option<&'a (AggState, Counters)>,
+        Vec<braid_core::speedlog::EpochPart<'a>>,
+    );
+    let mut parts: BTreeMap<(i64, GroupKey), Sides<'_>> = parts
+        .into_iter()
+        .map(|(k, spans)| (k, (None, spans)))
+        .collect();
     let batch = batch.filter(|_| q.source != SourceFilter::Speed);
     if let Some(b) = batch {
-        let keys: Box<dyn Iterator<Item = &(i64, GroupKey)>> = match lead {
+        let keys: Box<dyn Iterator<Item = BatchEntry<'_>>> = match lead {
             Some(d) => Box::new(batch_keys_led_by(b, q.from, q.to, d).into_iter()),
             None => Box::new(batch_keys(b, q.from, q.to)),
         };
-        for (start, group) in keys {
+        for ((start, group), v) in keys {
             if in_range(*start, group) {
-                parts.entry((*start, group.clone())).or_default();
+                parts.entry((*start, group.clone())).or_default().0 = Some(v);
             }
         }
     }
@@ -164,8 +173,7 @@ pub fn rows(
     };
     let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut merged = Vec::new();
-    for ((start, group), spans) in parts {
-        let b = batch.and_then(|b| b.windows.get(&(start, group.clone())));
+    for ((start, group), (b, spans)) in parts {
         let wanted = group_matches(view, &group, q);
         let reports = if wanted {
             let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
@@ -219,16 +227,18 @@ pub fn rows(
         .collect())
 }
 
+/// A batch run's window: its key and its state and counters.
+pub(crate) type BatchEntry<'a> = (&'a (i64, GroupKey), &'a (AggState, Counters));
+
 /// The batch run's windows starting in `[from, to)`, by range.
 pub(crate) fn batch_keys(
     b: &BatchView,
     from: Option<i64>,
     to: Option<i64>,
-) -> impl Iterator<Item = &(i64, GroupKey)> {
+) -> impl Iterator<Item = BatchEntry<'_>> {
     b.windows
         .range((from.unwrap_or(i64::MIN), Vec::new())..)
-        .map(|(k, _)| k)
-        .take_while(move |(start, _)| to.is_none_or(|t| *start < t))
+        .take_while(move |((start, _), _)| to.is_none_or(|t| *start < t))
 }
 
 /// The batch run's windows starting in `[from, to)` whose group's first
@@ -238,23 +248,24 @@ pub(crate) fn batch_keys_led_by<'a>(
     from: Option<i64>,
     to: Option<i64>,
     lead: &str,
-) -> Vec<&'a (i64, GroupKey)> {
+) -> Vec<BatchEntry<'a>> {
     let seek = |start: i64| (start, vec![Some(lead.to_string())]);
     let mut out = Vec::new();
     let mut cursor = seek(from.unwrap_or(i64::MIN));
     'seek: loop {
-        for (k, _) in b.windows.range(&cursor..) {
+        for (k, v) in b.windows.range(&cursor..) {
             if to.is_some_and(|t| k.0 >= t) {
                 break 'seek;
             }
             match k.1.first().and_then(Option::as_deref).cmp(&Some(lead)) {
-                std::cmp::Ordering::Equal => out.push(k),
+                std::cmp::Ordering::Equal => out.push((k, v)),
+                // The cursor is reused: only its window moves.
                 std::cmp::Ordering::Less => {
-                    cursor = seek(k.0);
+                    cursor.0 = k.0;
                     continue 'seek;
                 }
                 std::cmp::Ordering::Greater => {
-                    cursor = seek(k.0.saturating_add(1));
+                    cursor.0 = k.0.saturating_add(1);
                     continue 'seek;
                 }
             }

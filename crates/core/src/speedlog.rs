@@ -450,12 +450,13 @@ impl SpeedTable {
                     let first = k.group.first().and_then(Option::as_deref);
                     match first.cmp(&Some(lead)) {
                         std::cmp::Ordering::Equal => out.push((k, published)),
+                        // The cursor is reused: only its window moves.
                         std::cmp::Ordering::Less => {
-                            cursor = seek(k.window_start);
+                            cursor.window_start = k.window_start;
                             continue 'seek;
                         }
                         std::cmp::Ordering::Greater => {
-                            cursor = seek(k.window_start.saturating_add(1));
+                            cursor.window_start = k.window_start.saturating_add(1);
                             continue 'seek;
                         }
                     }
