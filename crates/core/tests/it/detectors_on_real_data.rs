@@ -18,8 +18,15 @@ fn shipped() -> Detectors {
     Detectors::parse(&text).unwrap()
 }
 
-fn dataset(name: &str) -> String {
-    std::fs::read_to_string(root().join("../shared/datasets").join(name)).unwrap()
+/// The text of `../shared/datasets/NAME` (beside the checkout).
+pub(crate) fn dataset(name: &str) -> String {
+    let path = root().join("../shared/datasets").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the real-data tests read ../shared/datasets beside the checkout)",
+            path.display()
+        )
+    })
 }
 
 fn reading(device: String, metric: &str, ts: i64, value: f64) -> Reading {

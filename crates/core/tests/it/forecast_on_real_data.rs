@@ -27,8 +27,7 @@ fn root() -> std::path::PathBuf {
 /// read in Europe/London, repeated rows dropped (the dedup rule without
 /// `seq`).
 fn parking() -> BTreeMap<String, Vec<(i64, f64, f64)>> {
-    let text =
-        std::fs::read_to_string(root().join("../shared/datasets/birmingham-parking.csv")).unwrap();
+    let text = crate::detectors_on_real_data::dataset("birmingham-parking.csv");
     let mut seen = HashSet::new();
     let mut out: BTreeMap<String, Vec<(i64, f64, f64)>> = BTreeMap::new();
     for line in text.lines().skip(1) {
