@@ -134,27 +134,33 @@ pub fn rows(
         .device
         .as_deref()
         .filter(|_| device_pos == Some(0) && !every_device);
-    let parts = match (q.source, lead) {
-        (SourceFilter::Batch, _) => BTreeMap::new(),
-        (_, Some(d)) => table.group_windows(
-            table
-                .states_led_by(&view.name, q.from, q.to, d)
-                .into_iter()
-                .filter(|(k, _)| in_range(k.window_start, &k.group)),
-        ),
-        (_, None) => table.windows(&view.name, q.from, q.to, |k| {
-            in_range(k.window_start, &k.group)
-        }),
-    };
-    // Each window with the batch run's state for it, found while scanning.
+    // Each window with the batch run's state for it and its speed states.
     type Sides<'a> = (
         Option<&'a (AggState, Counters)>,
         Vec<braid_core::speedlog::EpochPart<'a>>,
     );
-    let mut parts: BTreeMap<(i64, GroupKey), Sides<'_>> = parts
-        .into_iter()
-        .map(|(k, spans)| (k, (None, spans)))
-        .collect();
+    let mut parts: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
+    fn spans<'s, 'a>(v: &'s mut Sides<'a>) -> &'s mut Vec<braid_core::speedlog::EpochPart<'a>> {
+        &mut v.1
+    }
+    match (q.source, lead) {
+        (SourceFilter::Batch, _) => {}
+        (_, Some(d)) => table.group_windows_into(
+            table
+                .states_led_by(&view.name, q.from, q.to, d)
+                .into_iter()
+                .filter(|(k, _)| in_range(k.window_start, &k.group)),
+            &mut parts,
+            spans,
+        ),
+        (_, None) => table.group_windows_into(
+            table
+                .states_in(&view.name, q.from, q.to)
+                .filter(|(k, _)| in_range(k.window_start, &k.group)),
+            &mut parts,
+            spans,
+        ),
+    }
     let batch = batch.filter(|_| q.source != SourceFilter::Speed);
     if let Some(b) = batch {
         let keys: Box<dyn Iterator<Item = BatchEntry<'_>>> = match lead {
