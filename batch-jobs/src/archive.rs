@@ -8,17 +8,27 @@
 //! archive/rolls/partition=P/<first>-<last>.roll
 //! ```
 //!
-//! Offsets are zero-padded to 20 digits so names sort by offset. A roll is
-//! what one partition buffered between two flushes (by size or age); it
-//! becomes one file per event date, each named by the roll's offset range.
-//! The files are written under `.tmp` names and synced, then the roll's
-//! marker (listing them) is written atomically, then the files are renamed
-//! into place. On start the archiver finishes the renames of every marked
-//! roll and removes `.tmp` files no marker names. Whenever a partition is
+//! The archive lives in a [`Blobs`] store: the data directory by default,
+//! or any object store URL (`--archive-url s3://bucket/prefix`); the keys
+//! are the same. Offsets are zero-padded to 20 digits so names sort by
+//! offset. A roll is what one partition buffered between two flushes (by
+//! size or age); it becomes one file per event date, each named by the
+//! roll's offset range. Every file is written create-only (a local staged
+//! file hard-linked into place, or a conditional put), then the roll's
+//! marker listing them, also create-only: the roll counts once its marker
+//! exists. On start the archiver removes the files no marker lists (a
+//! crash or a failed write before the marker). Whenever a partition is
 //! assigned (at start, and again after any rebalance), the archiver resumes
-//! it after the last offset its markers on disk name: not from a
-//! consumer-group commit nor from what it knew at start, so a crash or a
-//! rebalance at any point archives every offset exactly once.
+//! it after the last offset its markers name: not from a consumer-group
+//! commit nor from what it knew at start, so a crash or a rebalance at any
+//! point archives every offset exactly once.
+//!
+//! When the store fails (an outage), the archiver keeps the encoded roll,
+//! stops reading the log, and publishes the same bytes again with a growing
+//! pause (1 s to 10 s): no marker, so no offset archived, until the store
+//! takes the writes. Between a crash and the next start, a reader that
+//! globs the files rather than following the markers may see an unlisted
+//! file; batch runs and `braid verify` follow the markers.
 //!
 //! Each file holds the reading's fields (`device_id`, `metric`, `ts`,
 //! `value`, `seq`, `tags` as a JSON object) plus `partition`, `offset`,
@@ -48,6 +58,7 @@ use braid_kafka::{
     KafkaError, REJOIN_AFTER, Resume, RevocationContext, Step, Topics, consumer_config,
     rejoin_if_stalled,
 };
+use braid_store::{Blobs, Put};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -71,12 +82,16 @@ pub struct ArchiveConfig {
     pub roll_bytes: usize,
     /// ... or once its oldest record is this old.
     pub roll_age: Duration,
+    /// Where the archive lives: the data directory by default, or any
+    /// object store URL.
+    pub archive: Blobs,
 }
 
 impl ArchiveConfig {
     /// The defaults: rolls of 128 MiB or 60 s.
     pub fn new(brokers: String, data_dir: PathBuf) -> Self {
         Self {
+            archive: Blobs::local(&data_dir),
             brokers,
             data_dir,
             group: "braid-archive".into(),
@@ -158,8 +173,11 @@ fn batch_of(records: &[&Record]) -> Result<RecordBatch, BatchError> {
         .map_err(|e| BatchError::Internal(format!("building a batch: {e}")))
 }
 
-fn rolls_dir(data_dir: &Path, partition: i32) -> PathBuf {
-    data_dir.join(format!("archive/rolls/partition={partition}"))
+const ROLLS: &str = "archive/rolls";
+const READINGS: &str = "archive/readings";
+
+fn rolls_dir(partition: i32) -> String {
+    format!("{ROLLS}/partition={partition}")
 }
 
 fn roll_name(first: i64, last: i64) -> String {
@@ -179,58 +197,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BatchError + '_ {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), BatchError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
-}
-
-/// Finishes marked rolls, removes unmarked temporary files, and returns
-/// the next offset to archive for each partition that has rolls.
-pub fn recover(data_dir: &Path) -> Result<BTreeMap<i32, i64>, BatchError> {
-    let mut next = BTreeMap::new();
-    let mut marked = std::collections::BTreeSet::new();
-    for (p, rolls) in marked_rolls(data_dir)? {
-        for roll in &rolls {
-            for rel in &roll.files {
-                let path = data_dir.join(rel);
-                let tmp = tmp_of(&path);
-                if !path.exists() && tmp.exists() {
-                    publish_once(&tmp, &path)?;
-                } else if path.exists() && tmp.exists() {
-                    fs::remove_file(&tmp).map_err(io(&tmp))?;
-                }
-                marked.insert(tmp);
-            }
-        }
-        if let Some(last) = rolls.last() {
-            next.insert(p, last.last + 1);
+/// Removes the files no roll marker lists (what a crash or a failed write
+/// left before its marker), and returns the next offset to archive for
+/// each partition that has rolls.
+pub async fn recover(archive: &Blobs) -> Result<BTreeMap<i32, i64>, BatchError> {
+    let rolls = marked_rolls(archive).await?;
+    let marked: std::collections::HashSet<&str> = rolls
+        .values()
+        .flatten()
+        .flat_map(|r| r.files.iter().map(String::as_str))
+        .collect();
+    for key in archive.list(READINGS).await? {
+        if !marked.contains(key.as_str()) {
+            tracing::info!(file = %key, "removing a file of an unfinished roll");
+            archive.delete(&key).await?;
         }
     }
-    remove_unmarked_tmp(&data_dir.join("archive/readings"), &marked)?;
-    Ok(next)
+    Ok(rolls
+        .iter()
+        .filter_map(|(&p, rs)| Some((p, rs.last()?.last + 1)))
+        .collect())
 }
 
 /// The next offset to archive for partition `p`, from its marked rolls
 /// (`None`: nothing of it archived yet).
 /// Only the marker names of that partition are read, not every roll's
 /// listing: this runs at each assignment.
-pub fn next_offset(data_dir: &Path, p: i32) -> Result<Option<i64>, BatchError> {
-    let dir = data_dir.join(format!("archive/rolls/partition={p}"));
-    Ok(markers(&dir)?.iter().map(|(_, _, last)| last + 1).max())
+pub async fn next_offset(archive: &Blobs, p: i32) -> Result<Option<i64>, BatchError> {
+    Ok(markers(archive, p)
+        .await?
+        .iter()
+        .map(|(_, _, last)| last + 1)
+        .max())
 }
 
-/// The roll markers in a partition's marker folder, with their ranges.
-fn markers(pdir: &Path) -> Result<Vec<(PathBuf, i64, i64)>, BatchError> {
-    Ok(read_dir(pdir)?
+/// The roll markers of partition `p`, with their ranges.
+async fn markers(archive: &Blobs, p: i32) -> Result<Vec<(String, i64, i64)>, BatchError> {
+    Ok(archive
+        .list(&rolls_dir(p))
+        .await?
         .into_iter()
-        .filter(|m| m.extension().is_some_and(|e| e == "roll"))
-        .filter_map(|m| {
-            let (first, last) = m
-                .file_stem()
-                .and_then(|s| s.to_str())
+        .filter_map(|key| {
+            let (first, last) = key
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.strip_suffix(".roll"))
                 .and_then(parse_range)?;
-            Some((m, first, last))
+            Some((key, first, last))
         })
         .collect())
 }
@@ -242,27 +255,30 @@ pub struct Roll {
     pub first: i64,
     /// Last offset in the roll.
     pub last: i64,
-    /// Its files, relative to the data directory.
+    /// Its files, as keys of the archive store (paths relative to the data
+    /// directory when the archive is local).
     pub files: Vec<String>,
 }
 
 /// Every marked roll, per partition, in offset order, as the markers list
-/// them (whether or not their files are in place yet).
-fn marked_rolls(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
-    let mut out = BTreeMap::new();
-    for pdir in read_dir(&data_dir.join("archive/rolls"))? {
-        let Some(p) = pdir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("partition="))
+/// them.
+async fn marked_rolls(archive: &Blobs) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
+    let mut partitions = std::collections::BTreeSet::new();
+    for key in archive.list(ROLLS).await? {
+        if let Some(p) = key
+            .split('/')
+            .find_map(|seg| seg.strip_prefix("partition="))
             .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
+        {
+            partitions.insert(p);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for p in partitions {
         let mut rolls = Vec::new();
-        for (marker, first, last) in markers(&pdir)? {
-            let listed = fs::read_to_string(&marker).map_err(io(&marker))?;
-            let files = listed
+        for (marker, first, last) in markers(archive, p).await? {
+            let listed = archive.get(&marker).await?.unwrap_or_default();
+            let files = String::from_utf8_lossy(&listed)
                 .lines()
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
@@ -277,13 +293,15 @@ fn marked_rolls(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError>
 
 /// What a batch run may read, without changing anything: per partition,
 /// the marked rolls in offset order, up to the first one whose files are
-/// not all in place (an archiver is still publishing it).
-pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
-    let mut out = marked_rolls(data_dir)?;
+/// not all in place (a roll an older archiver left half-published).
+pub async fn inventory(archive: &Blobs) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
+    let mut out = marked_rolls(archive).await?;
+    let present: std::collections::HashSet<String> =
+        archive.list(READINGS).await?.into_iter().collect();
     for rolls in out.values_mut() {
         if let Some(i) = rolls
             .iter()
-            .position(|r| r.files.iter().any(|f| !data_dir.join(f).exists()))
+            .position(|r| r.files.iter().any(|f| !present.contains(f)))
         {
             rolls.truncate(i);
         }
@@ -293,9 +311,14 @@ pub fn inventory(data_dir: &Path) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError
 
 /// Reads an archive (or import) file back into records, in file order.
 pub fn read_records(path: &Path) -> Result<Vec<Record>, BatchError> {
-    let bad = |e: &dyn std::fmt::Display| BatchError::Internal(format!("{}: {e}", path.display()));
-    let file = fs::File::open(path).map_err(io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let bytes = fs::read(path).map_err(io(path))?;
+    records_in(&path.display().to_string(), bytes::Bytes::from(bytes))
+}
+
+/// Decodes the archive file `name` (for messages) held in `bytes`.
+pub fn records_in(name: &str, bytes: bytes::Bytes) -> Result<Vec<Record>, BatchError> {
+    let bad = |e: &dyn std::fmt::Display| BatchError::Internal(format!("{name}: {e}"));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.with_batch_size(8192).build())
         .map_err(|e| bad(&e))?;
     let mut out = Vec::new();
@@ -369,99 +392,106 @@ fn records_of(batch: &RecordBatch, out: &mut Vec<Record>) -> Result<(), String> 
     Ok(())
 }
 
-/// Moves `tmp` to `path` only if `path` does not exist yet (a hard link
-/// fails on an existing name), so no archive file is ever overwritten.
-fn publish_once(tmp: &Path, path: &Path) -> Result<(), BatchError> {
-    fs::hard_link(tmp, path).map_err(io(path))?;
-    fs::remove_file(tmp).map_err(io(tmp))
-}
-
-fn tmp_of(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, BatchError> {
-    match fs::read_dir(dir) {
-        Ok(rd) => Ok(rd.filter_map(Result::ok).map(|e| e.path()).collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io(dir)(e)),
-    }
-}
-
-fn remove_unmarked_tmp(
-    dir: &Path,
-    marked: &std::collections::BTreeSet<PathBuf>,
-) -> Result<(), BatchError> {
-    for entry in read_dir(dir)? {
-        if entry.is_dir() {
-            remove_unmarked_tmp(&entry, marked)?;
-        } else if entry.extension().is_some_and(|e| e == "tmp") && !marked.contains(&entry) {
-            tracing::info!(file = %entry.display(), "removing a file of an unfinished roll");
-            fs::remove_file(&entry).map_err(io(&entry))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `records` to a new archive-schema Parquet file at `path`, synced.
-pub fn write_parquet(path: &Path, records: &[&Record]) -> Result<(), BatchError> {
+/// The archive-schema Parquet encoding of `records`.
+pub fn encode_parquet(records: &[&Record]) -> Result<Vec<u8>, BatchError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let bad =
-        |e: parquet::errors::ParquetError| BatchError::Internal(format!("{}: {e}", path.display()));
-    let file = fs::File::create(path).map_err(io(path))?;
-    let mut w = ArrowWriter::try_new(file, schema(), Some(props)).map_err(bad)?;
+    let bad = |e: parquet::errors::ParquetError| BatchError::Internal(format!("encoding: {e}"));
+    let mut w = ArrowWriter::try_new(Vec::new(), schema(), Some(props)).map_err(bad)?;
     w.write(&batch_of(records)?).map_err(bad)?;
-    let file = w.into_inner().map_err(bad)?;
-    file.sync_all().map_err(io(path))
+    w.into_inner().map_err(bad)
 }
 
-/// Writes one roll of a partition: a file per event date, the marker, the
-/// renames. Returns the files' paths.
+/// Writes `records` to a new archive-schema Parquet file at `path`, synced
+/// and create-only.
+pub fn write_parquet(path: &Path, records: &[&Record]) -> Result<(), BatchError> {
+    let bytes = encode_parquet(records)?;
+    match braid_store::blobs::put_file(path, &bytes).map_err(io(path))? {
+        Put::Created => Ok(()),
+        Put::Existed => Err(BatchError::Internal(format!(
+            "{} exists already: archive files are never overwritten",
+            path.display()
+        ))),
+    }
+}
+
+/// One roll, encoded and not yet published: a file per event date, each
+/// named by the roll's offset range, and the marker that lists them.
+#[derive(Clone, Debug)]
+pub struct EncodedRoll {
+    /// The files: key and Parquet bytes.
+    pub files: Vec<(String, bytes::Bytes)>,
+    /// The marker's key.
+    pub marker: String,
+}
+
+impl EncodedRoll {
+    /// Encodes a roll of partition `partition` (`None` when `records` is
+    /// empty).
+    pub fn encode(partition: i32, records: &[Record]) -> Result<Option<Self>, BatchError> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(None);
+        };
+        let name = roll_name(first.position.offset, last.position.offset);
+        let mut by_date: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+        for r in records {
+            by_date.entry(date_of(r.reading.ts)).or_default().push(r);
+        }
+        let mut files = Vec::new();
+        for (date, rs) in &by_date {
+            let key = format!("{READINGS}/date={date}/partition={partition}/{name}.parquet");
+            files.push((key, bytes::Bytes::from(encode_parquet(rs)?)));
+        }
+        Ok(Some(Self {
+            files,
+            marker: format!("{}/{name}.roll", rolls_dir(partition)),
+        }))
+    }
+
+    /// The marker's text: the files' keys, one per line.
+    pub fn listing(&self) -> bytes::Bytes {
+        let text: String = self.files.iter().map(|(k, _)| format!("{k}\n")).collect();
+        bytes::Bytes::from(text)
+    }
+
+    /// Publishes the roll: every file create-only, then the marker. A file
+    /// found in place already has these bytes (a roll's name is its offset
+    /// range, and the same offsets make the same files), so it is kept.
+    /// The roll counts once its marker exists; a failure before leaves
+    /// unlisted files that [`recover`] removes, and the roll can be
+    /// published again.
+    pub async fn publish(&self, archive: &Blobs) -> Result<(), BatchError> {
+        for (key, bytes) in &self.files {
+            archive.put_create(key, bytes.clone()).await?;
+        }
+        archive.put_create(&self.marker, self.listing()).await?;
+        Ok(())
+    }
+}
+
+/// Writes one roll of a partition into the local archive under
+/// `data_dir`, without a runtime (fixtures, benchmarks): the same files and
+/// marker, in the same order, as [`EncodedRoll::publish`]. Returns the
+/// files' paths.
 pub fn write_roll(
     data_dir: &Path,
     partition: i32,
     records: &[Record],
 ) -> Result<Vec<PathBuf>, BatchError> {
-    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+    let Some(roll) = EncodedRoll::encode(partition, records)? else {
         return Ok(Vec::new());
     };
-    let name = roll_name(first.position.offset, last.position.offset);
-    let mut by_date: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
-    for r in records {
-        by_date.entry(date_of(r.reading.ts)).or_default().push(r);
-    }
-    let mut files = Vec::new();
-    for (date, rs) in &by_date {
-        let rel = format!("archive/readings/date={date}/partition={partition}/{name}.parquet");
-        let path = data_dir.join(&rel);
-        let dir = path.parent().unwrap_or(data_dir);
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        write_parquet(&tmp_of(&path), rs)?;
-        files.push((rel, path));
-    }
-    let rdir = rolls_dir(data_dir, partition);
-    fs::create_dir_all(&rdir).map_err(io(&rdir))?;
-    let marker = rdir.join(format!("{name}.roll"));
-    let marker_tmp = tmp_of(&marker);
-    let listing: String = files.iter().map(|(rel, _)| format!("{rel}\n")).collect();
-    fs::write(&marker_tmp, listing).map_err(io(&marker_tmp))?;
-    fs::File::open(&marker_tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io(&marker_tmp))?;
-    publish_once(&marker_tmp, &marker)?;
-    sync_dir(&rdir)?;
+    let put = |key: &str, bytes: &[u8]| {
+        let path = data_dir.join(key);
+        braid_store::blobs::put_file(&path, bytes).map_err(io(&path))
+    };
     let mut out = Vec::new();
-    for (_, path) in files {
-        publish_once(&tmp_of(&path), &path)?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
-        }
-        out.push(path);
+    for (key, bytes) in &roll.files {
+        put(key, bytes)?;
+        out.push(data_dir.join(key));
     }
+    put(&roll.marker, &roll.listing())?;
     Ok(out)
 }
 
@@ -470,17 +500,73 @@ struct Buffer {
     records: Vec<Record>,
     bytes: usize,
     since: Option<Instant>,
+    /// A roll encoded whose publication failed: it is published again
+    /// before anything else of the partition.
+    pending: Option<EncodedRoll>,
+}
+
+/// How long the archiver waits before its first retry after the archive
+/// store failed, and at most between retries.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The archiver's state while the archive store fails: it reads nothing
+/// more from Kafka (its position is where the unpublished rolls end) and
+/// retries with a growing pause.
+#[derive(Default)]
+struct Held {
+    until: Option<Instant>,
+    pause: Duration,
+}
+
+impl Held {
+    fn failed(&mut self, e: &BatchError, what: &str) {
+        self.pause = (self.pause * 2).clamp(RETRY_FIRST, RETRY_MAX);
+        self.until = Some(Instant::now() + self.pause);
+        tracing::warn!(error = %e, retry_in = ?self.pause, "archive store failed {what}: holding, nothing more is read until it works");
+    }
+
+    fn ok(&mut self) {
+        if self.until.take().is_some() {
+            tracing::info!("archive store works again: reading resumes");
+        }
+        self.pause = Duration::ZERO;
+    }
+
+    fn waiting(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// Whether `e` is the archive store failing (worth a retry), not a bug.
+fn store_failed(e: &BatchError) -> bool {
+    matches!(e, BatchError::Blob(_))
 }
 
 /// Runs an archiver until `shutdown`, then writes out what it holds.
+///
+/// When the archive store fails (an outage), the archiver keeps what it
+/// has, stops reading, and retries: no marker is written, so no offset
+/// counts as archived, until the store takes the writes again.
 pub async fn run(
     config: ArchiveConfig,
     shutdown: CancellationToken,
 ) -> Result<ArchiveStats, BatchError> {
-    let dir = config.data_dir.clone();
-    tokio::task::spawn_blocking(move || recover(&dir))
-        .await
-        .map_err(|e| BatchError::Internal(e.to_string()))??;
+    let mut held = Held::default();
+    loop {
+        match recover(&config.archive).await {
+            Ok(_) => break,
+            Err(e) if store_failed(&e) => {
+                held.failed(&e, "at start");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(ArchiveStats::default()),
+                    _ = tokio::time::sleep(held.pause) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    held.ok();
     let revocations = RevocationContext::default();
     let consumer: StreamConsumer<RevocationContext> =
         consumer_config(&config.brokers, &config.group)
@@ -496,17 +582,35 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {
-                let due: Vec<i32> = buffers
-                    .iter()
-                    .filter(|(_, b)| b.since.is_some_and(|t| t.elapsed() >= config.roll_age))
-                    .map(|(p, _)| *p)
-                    .collect();
-                for p in due {
-                    flush(&config, &mut buffers, p, &mut stats).await?;
+                if !held.waiting() {
+                    let due: Vec<i32> = buffers
+                        .iter()
+                        .filter(|(_, b)| {
+                            b.pending.is_some()
+                                || b.bytes >= config.roll_bytes
+                                || b.since.is_some_and(|t| t.elapsed() >= config.roll_age)
+                        })
+                        .map(|(p, _)| *p)
+                        .collect();
+                    let mut failed = false;
+                    for p in due {
+                        match flush(&config, &mut buffers, p, &mut stats).await {
+                            Ok(()) => {}
+                            Err(e) if store_failed(&e) => {
+                                held.failed(&e, &format!("publishing a roll of partition {p}"));
+                                failed = true;
+                                break;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if !failed {
+                        held.ok();
+                    }
                 }
                 rejoin_if_stalled(&consumer, &config.group, Topics::READINGS, REJOIN_AFTER)?;
             }
-            msg = consumer.recv() => {
+            msg = consumer.recv(), if held.until.is_none() => {
                 for p in revocations.take_revoked() {
                     // The new owner resumes from the markers; writing this
                     // buffer now would archive its offsets twice.
@@ -526,15 +630,27 @@ pub async fn run(
                 let buf = match buffers.entry(p) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        // A partition (re)assigned resumes where the markers on
-                        // disk say, not where this process started: since then
-                        // it (or another owner) may have archived more.
-                        let at = next_offset(&config.data_dir, p)?;
+                        // A partition (re)assigned resumes where the markers
+                        // say, not where this process started: since then it
+                        // (or another owner) may have archived more.
+                        let at = match next_offset(&config.archive, p).await {
+                            Ok(at) => at,
+                            Err(e) if store_failed(&e) => {
+                                // Read this message again once the store answers.
+                                consumer
+                                    .seek(Topics::READINGS, p, Offset::Offset(offset), Duration::from_secs(5))
+                                    .map_err(|e| KafkaError::client("seeking braid.readings", e))?;
+                                held.failed(&e, &format!("reading the markers of partition {p}"));
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         v.insert(Buffer {
                             resume: Resume::at(at),
                             records: Vec::new(),
                             bytes: 0,
                             since: None,
+                            pending: None,
                         })
                     }
                 };
@@ -560,39 +676,54 @@ pub async fn run(
                 buf.since.get_or_insert_with(Instant::now);
                 buf.resume.done(offset);
                 if buf.bytes >= config.roll_bytes {
-                    flush(&config, &mut buffers, p, &mut stats).await?;
+                    match flush(&config, &mut buffers, p, &mut stats).await {
+                        Ok(()) => {}
+                        Err(e) if store_failed(&e) => {
+                            held.failed(&e, &format!("publishing a roll of partition {p}"));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
     }
     let ps: Vec<i32> = buffers.keys().copied().collect();
     for p in ps {
+        // Unpublished records stay in the log: the next archiver takes them.
         flush(&config, &mut buffers, p, &mut stats).await?;
     }
     Ok(stats)
 }
 
+/// Publishes partition `p`'s pending roll, then encodes and publishes its
+/// buffer. On a store failure the roll stays pending.
 async fn flush(
     config: &ArchiveConfig,
     buffers: &mut BTreeMap<i32, Buffer>,
     p: i32,
     stats: &mut ArchiveStats,
 ) -> Result<(), BatchError> {
-    let Some(buf) = buffers.get_mut(&p) else {
-        return Ok(());
-    };
-    if buf.records.is_empty() {
-        buf.since = None;
-        return Ok(());
+    loop {
+        let Some(buf) = buffers.get_mut(&p) else {
+            return Ok(());
+        };
+        if buf.pending.is_none() {
+            if buf.records.is_empty() {
+                buf.since = None;
+                return Ok(());
+            }
+            let records = std::mem::take(&mut buf.records);
+            buf.bytes = 0;
+            buf.since = None;
+            buf.pending = tokio::task::spawn_blocking(move || EncodedRoll::encode(p, &records))
+                .await
+                .map_err(|e| BatchError::Internal(e.to_string()))??;
+        }
+        if let Some(roll) = &buf.pending {
+            roll.publish(&config.archive).await?;
+            tracing::debug!(partition = p, files = roll.files.len(), "roll archived");
+            buf.pending = None;
+            stats.rolls += 1;
+        }
     }
-    let records = std::mem::take(&mut buf.records);
-    buf.bytes = 0;
-    buf.since = None;
-    let dir = config.data_dir.clone();
-    let files = tokio::task::spawn_blocking(move || write_roll(&dir, p, &records))
-        .await
-        .map_err(|e| BatchError::Internal(e.to_string()))??;
-    stats.rolls += 1;
-    tracing::debug!(partition = p, files = files.len(), "roll archived");
-    Ok(())
 }

@@ -40,6 +40,9 @@ pub enum BatchError {
         /// What the holder wrote in it (its pid).
         holder: String,
     },
+    /// The archive store failed.
+    #[error(transparent)]
+    Blob(#[from] braid_store::BlobError),
     /// The request cannot be carried out as given.
     #[error("{0}")]
     Usage(String),

@@ -14,7 +14,6 @@
 //! task, so sources fold in parallel while DataFusion aggregates.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -33,7 +32,9 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::physical_plan::streaming::PartitionStream;
 
-use crate::archive::read_records;
+use braid_store::Blobs;
+
+use crate::archive::records_in;
 
 /// Effect rows per batch sent to DataFusion.
 const BATCH_ROWS: usize = 64 * 1024;
@@ -64,9 +65,12 @@ pub enum SourceId {
 pub struct Source {
     /// Which source.
     pub id: SourceId,
-    /// Groups of files read together and folded in (offset, index) order:
-    /// one roll each for a partition, all files for an import.
-    pub groups: Vec<Vec<PathBuf>>,
+    /// Where its files are.
+    pub blobs: Blobs,
+    /// Groups of files (keys of `blobs`) read together and folded in
+    /// (offset, index) order: one roll each for a partition, all files for
+    /// an import.
+    pub groups: Vec<Vec<String>>,
     /// Records with offsets in `[start, cut)` are folded.
     pub start: i64,
     /// First offset not folded.
@@ -87,6 +91,9 @@ pub struct Job {
     pub sources: Mutex<Vec<Option<Source>>>,
     /// Fold states at the cut, by source, filled as sources finish.
     pub folders: Mutex<BTreeMap<SourceId, PartitionFolder>>,
+    /// The runtime the files are read on (sources fold on blocking
+    /// threads).
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Job {
@@ -118,6 +125,7 @@ impl Job {
             .ok_or_else(|| internal(format!("source {slot} executed twice")))?;
         let Source {
             id,
+            blobs,
             groups,
             start,
             cut,
@@ -127,7 +135,13 @@ impl Job {
         for files in groups {
             let mut records: Vec<Record> = Vec::new();
             for f in &files {
-                let rs = read_records(f).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let external = |e: crate::BatchError| DataFusionError::External(Box::new(e));
+                let bytes = self
+                    .runtime
+                    .block_on(blobs.get(f))
+                    .map_err(|e| external(e.into()))?
+                    .ok_or_else(|| internal(format!("{f} is gone from {}", blobs.location())))?;
+                let rs = records_in(f, bytes).map_err(external)?;
                 records.extend(
                     rs.into_iter()
                         .filter(|r| r.position.offset >= start && r.position.offset < cut),

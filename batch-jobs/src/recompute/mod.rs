@@ -45,8 +45,8 @@ use braid_core::merge::{Counters, Cut};
 use braid_core::speedlog::decode_group;
 use braid_core::time::format_rfc3339;
 use braid_core::{ViewDef, ViewSet};
-use braid_store::Layout;
 use braid_store::views::{self as store_views, Manifest, StagedRun, definition_hash};
+use braid_store::{Blobs, Layout};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{AggregateUDF, col};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -61,6 +61,8 @@ use crate::archive::{Roll, inventory};
 pub struct RunConfig {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where the archive lives (the data directory by default).
+    pub archive: Blobs,
     /// The view definitions.
     pub views: ViewSet,
     /// Only this view (all when `None`).
@@ -92,6 +94,7 @@ impl RunConfig {
     /// Defaults: every view, full, keep 5 runs, 2 threads, no progress.
     pub fn new(data_dir: PathBuf, views: ViewSet) -> Self {
         Self {
+            archive: Blobs::local(&data_dir),
             data_dir,
             views,
             only: None,
@@ -142,8 +145,11 @@ fn store_err(e: braid_store::StoreError) -> BatchError {
 }
 
 /// The cut a run takes now, and the rolls it reads.
-pub fn choose_cut(layout: &Layout) -> Result<(Cut, BTreeMap<i32, Vec<Roll>>), BatchError> {
-    let rolls = inventory(layout.root())?;
+pub async fn choose_cut(
+    layout: &Layout,
+    archive: &Blobs,
+) -> Result<(Cut, BTreeMap<i32, Vec<Roll>>), BatchError> {
+    let rolls = inventory(archive).await?;
     let mut cut = Cut::default();
     for (&p, rs) in &rolls {
         let end = rs.last().map_or(0, |r| r.last + 1);
@@ -385,7 +391,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     for v in &views {
         store_views::remove_stale(&layout, &v.name).map_err(store_err)?;
     }
-    let (mut cut, rolls) = choose_cut(&layout)?;
+    let (mut cut, rolls) = choose_cut(&layout, &config.archive).await?;
     hold_published_cuts(&layout, &views, &rolls, &mut cut)?;
     let imports = layout.complete_imports().map_err(io(&layout.imports()))?;
     let base = if config.incremental {
@@ -417,11 +423,12 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
             archive_files.extend(r.files.iter().cloned());
             if r.last >= start {
                 total += (r.last.min(c - 1) - r.first.max(start) + 1).max(0) as u64;
-                groups.push(r.files.iter().map(|f| layout.root().join(f)).collect());
+                groups.push(r.files.clone());
             }
         }
         sources.push(Source {
             id: SourceId::Partition(p),
+            blobs: config.archive.clone(),
             groups,
             start,
             cut: c,
@@ -432,9 +439,18 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
         if base.as_ref().is_some_and(|b| b.imports.contains(id)) {
             continue;
         }
+        // Imports are local files under the data directory.
+        let keys = files
+            .iter()
+            .map(|f| {
+                let rel = f.strip_prefix(layout.root()).unwrap_or(f);
+                rel.to_string_lossy().replace('\\', "/")
+            })
+            .collect();
         sources.push(Source {
             id: SourceId::Import(id.clone()),
-            groups: vec![files.clone()],
+            blobs: Blobs::local(layout.root()),
+            groups: vec![keys],
             start: 0,
             cut: i64::MAX,
             folder: PartitionFolder::new(&config.views.settings),
@@ -445,6 +461,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
         records: AtomicU64::new(0),
         sources: Mutex::new(sources.into_iter().map(Some).collect()),
         folders: Mutex::new(BTreeMap::new()),
+        runtime: tokio::runtime::Handle::current(),
     });
 
     let ticker = config.progress.clone().map(|f| {

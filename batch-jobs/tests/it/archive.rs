@@ -158,7 +158,9 @@ async fn every_offset_is_archived_exactly_once_across_crashes() {
     files(dir.path(), ".tmp", &mut tmp);
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
     // Resuming points just past the last archived offset of each partition.
-    let next = recover(dir.path()).unwrap();
+    let next = recover(&braid_store::Blobs::local(dir.path()))
+        .await
+        .unwrap();
     for (p, n) in next {
         let last = log
             .iter()

@@ -29,6 +29,24 @@ pub struct StorageArgs {
     /// Data directory: archive, views, checkpoints, broker files.
     #[arg(long, env = "BRAID_DATA_DIR", default_value = "./data/run")]
     pub data_dir: PathBuf,
+
+    /// Where the archive lives: a directory, file:///DIR, or
+    /// s3://BUCKET/PREFIX (credentials, region and endpoint from the usual
+    /// AWS_* variables; AWS_ALLOW_HTTP=true for an endpoint without TLS).
+    /// Default: the data directory. The views, checkpoints and imports stay
+    /// in the data directory.
+    #[arg(long, env = "BRAID_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
+}
+
+impl StorageArgs {
+    /// The archive store.
+    pub fn archive(&self) -> anyhow::Result<braid_store::Blobs> {
+        match &self.archive_url {
+            None => Ok(braid_store::Blobs::local(&self.data_dir)),
+            Some(url) => Ok(braid_store::Blobs::open(url)?),
+        }
+    }
 }
 
 /// Which views.
@@ -357,12 +375,17 @@ pub struct ArchiveArgs {
 }
 
 impl ArchiveArgs {
-    /// The archiver configuration for `brokers` and `data_dir`.
-    pub fn config(&self, brokers: String, data_dir: PathBuf) -> braid_batch::ArchiveConfig {
-        let mut c = braid_batch::ArchiveConfig::new(brokers, data_dir);
+    /// The archiver configuration for `brokers` and `storage`.
+    pub fn config(
+        &self,
+        brokers: String,
+        storage: &StorageArgs,
+    ) -> anyhow::Result<braid_batch::ArchiveConfig> {
+        let mut c = braid_batch::ArchiveConfig::new(brokers, storage.data_dir.clone());
+        c.archive = storage.archive()?;
         c.roll_age = std::time::Duration::from_millis(self.roll_age.max(1) as u64);
         c.roll_bytes = self.roll_bytes.max(1);
-        c
+        Ok(c)
     }
 }
 

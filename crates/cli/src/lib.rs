@@ -410,7 +410,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let (set, detectors) = load_views_and_detectors(&views.views)?;
-            let mut config = braid_batch::recompute::RunConfig::new(storage.data_dir, set);
+            let mut config = braid_batch::recompute::RunConfig::new(storage.data_dir.clone(), set);
+            config.archive = storage.archive()?;
             config.detectors = detectors;
             config.only = view;
             config.incremental = incremental;
@@ -566,6 +567,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .clone()
                     .unwrap_or_else(|| kafka.broker_listen.to_string()),
                 server,
+                archive: storage.archive()?,
                 data_dir: storage.data_dir,
                 views: load_views(&views.views)?,
                 acked,
@@ -858,11 +860,12 @@ async fn archive_alone(
 ) -> Result<ExitCode> {
     let brokers = external_brokers(&kafka, "archive")?;
     let shutdown = shutdown_on_signal();
+    let config = archive.config(brokers.clone(), &storage)?;
     println!(
-        "braid archive: reading {brokers}, writing {}",
-        storage.data_dir.join("archive").display()
+        "braid archive: reading {brokers}, writing the archive in {}",
+        config.archive.location()
     );
-    let stats = braid_batch::run(archive.config(brokers, storage.data_dir), shutdown).await?;
+    let stats = braid_batch::run(config, shutdown).await?;
     println!(
         "braid archive: stopped after {} records in {} rolls ({} invalid skipped)",
         stats.records, stats.rolls, stats.invalid
@@ -1013,7 +1016,7 @@ async fn batch_run(mut config: braid_batch::recompute::RunConfig) -> Result<Exit
 /// `braid up`'s in-process batch schedule: an incremental run every
 /// `every`, skipped while another run (cron's, say) holds the lock.
 async fn batch_schedule(
-    data_dir: PathBuf,
+    (data_dir, archive): (PathBuf, braid_store::Blobs),
     views: ViewSet,
     detectors: braid_core::detect::Detectors,
     every: std::time::Duration,
@@ -1025,6 +1028,7 @@ async fn batch_schedule(
             _ = tokio::time::sleep(every) => {}
         }
         let mut config = braid_batch::recompute::RunConfig::new(data_dir.clone(), views.clone());
+        config.archive = archive.clone();
         config.incremental = true;
         config.detectors = detectors.clone();
         // A run does blocking file work between its awaits: it gets a runtime
@@ -1138,7 +1142,7 @@ async fn up(
     speed_config.detectors = detectors.clone();
     let speed = tokio::spawn(braid_speed::run(speed_config, shutdown.clone()));
     let archive = tokio::spawn(braid_batch::run(
-        archive_args.config(brokers.clone(), storage.data_dir.clone()),
+        archive_args.config(brokers.clone(), &storage)?,
         shutdown.clone(),
     ));
     let mqtt_config = ingest_config.mqtt.clone();
@@ -1228,7 +1232,7 @@ async fn up(
             braid_core::time::format_duration(batch_args.batch_every)
         );
         tokio::spawn(batch_schedule(
-            storage.data_dir.clone(),
+            (storage.data_dir.clone(), storage.archive()?),
             set.clone(),
             detectors.clone(),
             every,

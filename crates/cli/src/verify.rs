@@ -47,8 +47,10 @@ pub struct VerifyArgs {
     pub brokers: String,
     /// The serving layer, `http://HOST:PORT`.
     pub server: String,
-    /// The data directory (archive, imports, manifests), if readable here.
+    /// The data directory (imports, manifests), if readable here.
     pub data_dir: PathBuf,
+    /// The archive.
+    pub archive: braid_store::Blobs,
     /// The views the serving layer serves.
     pub views: ViewSet,
     /// Readings acknowledged to a client, NDJSON.
@@ -483,17 +485,25 @@ fn compare_view(view: &ViewDef, served: &Served, model: &ModelView, report: &mut
 
 /// Archive checks against the log: gaps, duplicates, strangers; returns
 /// the distinct records archived.
-fn check_archive(data_dir: &Path, log: &Log, tally: &mut Tally) -> Result<Option<u64>> {
-    if !data_dir.join("archive").exists() {
+async fn check_archive(
+    archive: &braid_store::Blobs,
+    log: &Log,
+    tally: &mut Tally,
+) -> Result<Option<u64>> {
+    let inventory = braid_batch::archive::inventory(archive).await?;
+    if inventory.is_empty() {
         return Ok(None);
     }
-    let inventory = braid_batch::archive::inventory(data_dir)?;
     let mut seen: HashMap<(i32, i64, u32), u32> = HashMap::new();
     let mut high: BTreeMap<i32, i64> = BTreeMap::new();
     for (p, rolls) in &inventory {
         for roll in rolls {
             for f in &roll.files {
-                for r in braid_batch::archive::read_records(&data_dir.join(f))? {
+                let bytes = archive
+                    .get(f)
+                    .await?
+                    .with_context(|| format!("{f}, listed by its roll, is gone"))?;
+                for r in braid_batch::archive::records_in(f, bytes)? {
                     let Position {
                         partition,
                         offset,
@@ -622,7 +632,7 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
         ));
     }
     grew(&served_progress(&http, &server).await?, &log.ends)?;
-    report.archived = check_archive(&args.data_dir, &log, &mut report.tally)?;
+    report.archived = check_archive(&args.archive, &log, &mut report.tally).await?;
     Ok(report)
 }
 

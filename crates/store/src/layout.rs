@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! archive/readings/date=YYYY-MM-DD/partition=P/<first>-<last>.parquet
-//! archive/rolls/partition=P/<first>-<last>.roll
+//! archive/rolls/partition=P/<first>-<last>.roll    (archive/: or --archive-url)
 //! archive/imports/<import id>/date=YYYY-MM-DD/<import id>.parquet
 //! views/<view>/<run id>/part-0.parquet, manifest.json
 //! views/<view>/CURRENT
@@ -32,16 +32,6 @@ impl Layout {
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.root
-    }
-
-    /// Archived readings from `braid.readings`.
-    pub fn readings(&self) -> PathBuf {
-        self.root.join("archive/readings")
-    }
-
-    /// Roll markers of archive partition `p`.
-    pub fn rolls(&self, p: i32) -> PathBuf {
-        self.root.join(format!("archive/rolls/partition={p}"))
     }
 
     /// Imported history, one folder per import.

@@ -1,6 +1,8 @@
 //! Braid's storage layout, shared by the layers that meet only through
 //! stored files.
 //!
+//! - [`blobs`]: named immutable objects on a local directory or any object
+//!   store URL, written create-only: where the archive lives.
 //! - [`layout`]: where every file lives under the data directory, and the
 //!   atomic write every layer uses.
 //! - [`views`]: published batch views: `views/<view>/<run id>/` Parquet, its
@@ -14,8 +16,10 @@
 //! serving merges is the business of the layers.
 
 pub mod baselines;
+pub mod blobs;
 pub mod layout;
 pub mod views;
 
+pub use blobs::{BlobError, Blobs, Put};
 pub use layout::Layout;
 pub use views::{BatchView, Manifest, StoreError};

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod logs;
 pub mod model;
 pub mod mosquitto;
+pub mod moto;
 pub mod openapi;
 pub mod random;
 

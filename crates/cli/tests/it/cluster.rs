@@ -37,10 +37,24 @@ pub fn wait_listening(addr: &str, role: &str) -> Duration {
     t.elapsed()
 }
 
+/// A runtime for a test's few async calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// `braid ARGS` from the project root, to completion.
 pub fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+/// [`run`] with environment variables set.
+pub fn run_env(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_braid"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .env_remove("BRAID_BROKERS")
         .stdin(Stdio::null())
@@ -63,6 +77,9 @@ pub struct Setup {
     pub tokens: bool,
     /// An MQTT broker (mosquitto) the gateway subscribes to.
     pub mqtt: bool,
+    /// Environment variables of every role, `braid batch run` and
+    /// `braid verify` (e.g. `BRAID_ARCHIVE_URL` and the `AWS_*` ones).
+    pub env: Vec<(String, String)>,
 }
 
 /// The tokens of a cluster with tokens: (name, access, devices, rate).
@@ -84,6 +101,7 @@ impl Default for Setup {
             data_dir: None,
             tokens: false,
             mqtt: false,
+            env: Vec::new(),
         }
     }
 }
@@ -297,6 +315,7 @@ impl Cluster {
                 "BRAID_LOG",
                 "info,tansu=warn,librdkafka=error,rdkafka=error",
             )
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -414,7 +433,10 @@ impl Cluster {
 
     /// `braid batch run`, as cron runs it; panics if it fails.
     pub fn batch_run(&self) {
-        let out = run(&["batch", "run", "--data-dir", &self.data, "--views", VIEWS]);
+        let out = run_env(
+            &["batch", "run", "--data-dir", &self.data, "--views", VIEWS],
+            &self.setup.env,
+        );
         assert!(
             out.status.success(),
             "braid batch run: {}",
@@ -429,27 +451,30 @@ impl Cluster {
             .secret("reader")
             .map(|t| vec!["--token", t])
             .unwrap_or_default();
-        let out = run(&[
-            &["verify"][..],
-            &token,
+        let out = run_env(
             &[
-                "--brokers",
-                &self.brokers,
-                "--server",
-                &self.server(),
-                "--data-dir",
-                &self.data,
-                "--views",
-                VIEWS,
-                "--acked",
-                acked,
-                "--wait",
-                "120s",
-                "--format",
-                "json",
-            ],
-        ]
-        .concat());
+                &["verify"][..],
+                &token,
+                &[
+                    "--brokers",
+                    &self.brokers,
+                    "--server",
+                    &self.server(),
+                    "--data-dir",
+                    &self.data,
+                    "--views",
+                    VIEWS,
+                    "--acked",
+                    acked,
+                    "--wait",
+                    "120s",
+                    "--format",
+                    "json",
+                ],
+            ]
+            .concat(),
+            &self.setup.env,
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         let report: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
             panic!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, Setup, at, wait_listening};
+use crate::cluster::{Cluster, Setup, at, runtime, wait_listening};
 
 /// Whether the long form runs (`BRAID_FAULT_FORM=long`).
 fn long() -> bool {
@@ -59,14 +59,6 @@ fn schedule(seed: u64, n: usize, from: f64, to: f64, gap: f64) -> Vec<f64> {
     (0..n)
         .map(|i| from + slot * i as f64 + (slot - gap).max(0.0) * next())
         .collect()
-}
-
-/// A runtime for the few async HTTP calls of a case.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn post(

@@ -8,6 +8,7 @@ mod cluster;
 mod e2e;
 mod faults;
 mod replicas;
+mod s3;
 mod speed_kill;
 mod up;
 mod views;

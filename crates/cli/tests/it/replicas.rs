@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Setup, wait_listening};
+use crate::cluster::{Cluster, Setup, runtime, wait_listening};
 
 const VIEWS: [&str; 2] = ["home_power", "device_summary"];
 
@@ -65,10 +65,7 @@ fn two_replicas_answer_alike_while_data_flows() {
     c.spawn("serve-b");
     wait_listening(&c.serve_b.clone(), "the second replica");
     let mut sim = c.home_fleet(25, 7);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let http = reqwest::Client::new();
     let (a, b) = (c.serve.clone(), c.serve_b.clone());
     let start = Instant::now();

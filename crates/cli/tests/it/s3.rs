@@ -1,0 +1,140 @@
+//! The archive on an S3-compatible server (moto, started by the test on
+//! loopback), through a switch that can cut the network to it.
+//!
+//! Every role runs as a process with `BRAID_ARCHIVE_URL=s3://braid/run`.
+//! A fleet sends readings for 95 s; 12 s in, the bucket goes away for 60 s.
+//! While it is away no roll marker appears (no offset counts as archived),
+//! the archiver says it is holding, and ingest, speed and serving go on.
+//! Afterwards the archiver catches up, a batch run reads the archive from
+//! S3, and `braid verify` finds every offset of the log archived exactly
+//! once and every served window equal to a from-scratch recomputation.
+
+use std::time::{Duration, Instant};
+
+use braid_store::{Blobs, Put};
+use braid_testkit::moto::{Moto, Switch};
+
+use crate::cluster::{Cluster, Setup, at, runtime};
+
+/// Options for a client that talks to `addr` directly.
+fn direct_options(addr: &str) -> Vec<(String, String)> {
+    Moto::env(addr)
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect()
+}
+
+#[test]
+fn blobs_on_s3_are_create_only() {
+    let moto = Moto::start();
+    moto.create_bucket("blobs");
+    let b = Blobs::open_with("s3://blobs/pre/fix", &direct_options(&moto.addr)).expect("open");
+    runtime().block_on(async {
+        let put = |v: &'static [u8]| b.put_create("a/b/one", bytes::Bytes::from_static(v));
+        assert_eq!(put(b"1").await.expect("first put"), Put::Created);
+        // The conditional put refuses the second: the first stays.
+        assert_eq!(put(b"2").await.expect("second put"), Put::Existed);
+        assert_eq!(b.get("a/b/one").await.expect("get").expect("there"), "1");
+        assert_eq!(b.get("a/none").await.expect("get"), None);
+        b.put_create("a/two", bytes::Bytes::from_static(b"2"))
+            .await
+            .expect("put");
+        assert_eq!(b.list("a").await.expect("list"), ["a/b/one", "a/two"]);
+        b.delete("a/two").await.expect("delete");
+        b.delete("a/two").await.expect("a second delete is fine");
+        assert_eq!(b.list("a").await.expect("list"), ["a/b/one"]);
+    });
+    // Unreachable: a clear error naming the key and the store.
+    let gone = Blobs::open_with("s3://blobs/x", &direct_options("127.0.0.1:9")).expect("open");
+    let err = runtime()
+        .block_on(gone.get("k"))
+        .expect_err("nothing listens on port 9")
+        .to_string();
+    assert!(err.contains("reading k in s3://blobs/x"), "{err}");
+}
+
+#[test]
+fn the_archive_on_s3_rides_out_a_bucket_outage() {
+    let moto = Moto::start();
+    moto.create_bucket("braid");
+    let switch = Switch::start(&moto.addr);
+    let url = "s3://braid/run";
+    let mut env = Moto::env(&switch.addr);
+    env.push(("BRAID_ARCHIVE_URL".into(), url.into()));
+    let mut c = Cluster::start(Setup {
+        roll_age: "2s",
+        env,
+        ..Setup::default()
+    });
+    let direct = Blobs::open_with(url, &direct_options(&moto.addr)).expect("open");
+    let rt = runtime();
+    let markers = || {
+        rt.block_on(direct.list("archive/rolls"))
+            .expect("list markers")
+    };
+
+    let start = Instant::now();
+    let mut sim = c.home_fleet(95, 13);
+    at(start, 12.0);
+    assert!(
+        !markers().is_empty(),
+        "nothing archived in 12 s: {}",
+        c.logs("archive")
+    );
+    switch.cut();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = markers();
+    while cut.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(
+            markers(),
+            before,
+            "a roll was marked while the bucket was away"
+        );
+    }
+    let logs = c.logs("archive");
+    assert!(
+        logs.contains("archive store failed") && logs.contains("holding"),
+        "the archiver never said it holds: {logs}"
+    );
+    assert!(c.running("archive"), "the archiver gave up: {logs}");
+    switch.restore();
+    println!("outage over after {:?}", cut.elapsed());
+
+    assert!(
+        sim.wait().expect("simulator").success(),
+        "the simulator failed"
+    );
+    let log = braid_testkit::logs::read_log(&c.brokers);
+    let ends = braid_testkit::logs::log_ends(&log);
+    let t = Instant::now();
+    loop {
+        let inv = rt
+            .block_on(braid_batch::archive::inventory(&direct))
+            .expect("inventory");
+        let archived: std::collections::BTreeMap<i32, i64> = inv
+            .iter()
+            .filter_map(|(p, rs)| Some((*p, rs.last()?.last + 1)))
+            .collect();
+        if archived == ends {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the archive never caught up: {archived:?} of {ends:?}\n{}",
+            c.logs("archive")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(markers().len() > before.len(), "no roll after the outage");
+    c.batch_run();
+    let report = c.verify_clean("s3 outage");
+    assert_eq!(
+        report["archived"].as_u64(),
+        Some(log.len() as u64),
+        "{report}"
+    );
+    // The archive is in the bucket, not the data directory.
+    assert!(!c.data_dir().join("archive/readings").exists());
+}
