@@ -431,12 +431,17 @@ impl Cluster {
         ])
     }
 
-    /// `braid batch run`, as cron runs it; panics if it fails.
-    pub fn batch_run(&self) {
-        let out = run_env(
+    /// `braid batch run`, as cron runs it, to completion.
+    pub fn try_batch_run(&self) -> Output {
+        run_env(
             &["batch", "run", "--data-dir", &self.data, "--views", VIEWS],
             &self.setup.env,
-        );
+        )
+    }
+
+    /// [`Cluster::try_batch_run`]; panics if it fails.
+    pub fn batch_run(&self) {
+        let out = self.try_batch_run();
         assert!(
             out.status.success(),
             "braid batch run: {}",

@@ -4,7 +4,8 @@
 //! Every role runs as a process with `BRAID_ARCHIVE_URL=s3://braid/run`.
 //! A fleet sends readings for 95 s; 12 s in, the bucket goes away for 60 s.
 //! While it is away no roll marker appears (no offset counts as archived),
-//! the archiver says it is holding, and ingest, speed and serving go on.
+//! the archiver says it is holding, a batch run fails naming the store and
+//! publishes nothing, and ingest, speed and serving go on.
 //! Afterwards the archiver catches up, a batch run reads the archive from
 //! S3, and `braid verify` finds every offset of the log archived exactly
 //! once and every served window equal to a from-scratch recomputation.
@@ -85,6 +86,18 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     let cut = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let before = markers();
+    // A batch run cannot read the archive now: it fails, saying where, and
+    // publishes nothing.
+    let current = c.data_dir().join("views/home_power/CURRENT");
+    let published = std::fs::read_to_string(&current).ok();
+    let out = c.try_batch_run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "braid batch run: {err}");
+    assert!(
+        err.contains(url),
+        "the error does not name the store: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&current).ok(), published);
     while cut.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_secs(5));
         assert_eq!(
