@@ -224,26 +224,34 @@ pub async fn recover(archive: &Blobs) -> Result<BTreeMap<i32, i64>, BatchError> 
 /// Only the marker names of that partition are read, not every roll's
 /// listing: this runs at each assignment.
 pub async fn next_offset(archive: &Blobs, p: i32) -> Result<Option<i64>, BatchError> {
-    Ok(markers(archive, p)
+    Ok(markers_in(archive, &rolls_dir(p))
         .await?
         .iter()
-        .map(|(_, _, last)| last + 1)
+        .map(|(_, _, _, last)| last + 1)
         .max())
 }
 
-/// The roll markers of partition `p`, with their ranges.
-async fn markers(archive: &Blobs, p: i32) -> Result<Vec<(String, i64, i64)>, BatchError> {
+/// The partition and offset range a marker key names.
+fn parse_marker(key: &str) -> Option<(i32, i64, i64)> {
+    let mut segs = key.rsplit('/');
+    let (first, last) = parse_range(segs.next()?.strip_suffix(".roll")?)?;
+    let p = segs.next()?.strip_prefix("partition=")?.parse().ok()?;
+    Some((p, first, last))
+}
+
+/// The roll markers under `dir` (one partition's or all), with their
+/// partition and range.
+async fn markers_in(
+    archive: &Blobs,
+    dir: &str,
+) -> Result<Vec<(String, i32, i64, i64)>, BatchError> {
     Ok(archive
-        .list(&rolls_dir(p))
+        .list(dir)
         .await?
         .into_iter()
         .filter_map(|key| {
-            let (first, last) = key
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.strip_suffix(".roll"))
-                .and_then(parse_range)?;
-            Some((key, first, last))
+            let (p, first, last) = parse_marker(&key)?;
+            Some((key, p, first, last))
         })
         .collect())
 }
@@ -263,30 +271,18 @@ pub struct Roll {
 /// Every marked roll, per partition, in offset order, as the markers list
 /// them.
 async fn marked_rolls(archive: &Blobs) -> Result<BTreeMap<i32, Vec<Roll>>, BatchError> {
-    let mut partitions = std::collections::BTreeSet::new();
-    for key in archive.list(ROLLS).await? {
-        if let Some(p) = key
-            .split('/')
-            .find_map(|seg| seg.strip_prefix("partition="))
-            .and_then(|n| n.parse::<i32>().ok())
-        {
-            partitions.insert(p);
-        }
+    let mut out: BTreeMap<i32, Vec<Roll>> = BTreeMap::new();
+    for (marker, p, first, last) in markers_in(archive, ROLLS).await? {
+        let listed = archive.get(&marker).await?.unwrap_or_default();
+        let files = String::from_utf8_lossy(&listed)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        out.entry(p).or_default().push(Roll { first, last, files });
     }
-    let mut out = BTreeMap::new();
-    for p in partitions {
-        let mut rolls = Vec::new();
-        for (marker, first, last) in markers(archive, p).await? {
-            let listed = archive.get(&marker).await?.unwrap_or_default();
-            let files = String::from_utf8_lossy(&listed)
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_string)
-                .collect();
-            rolls.push(Roll { first, last, files });
-        }
+    for rolls in out.values_mut() {
         rolls.sort_by_key(|r| r.first);
-        out.insert(p, rolls);
     }
     Ok(out)
 }

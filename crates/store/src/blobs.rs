@@ -161,7 +161,7 @@ impl Blobs {
     fn object(prefix: &ObjPath, key: &str) -> ObjPath {
         key.split('/')
             .filter(|s| !s.is_empty())
-            .fold(prefix.clone(), |p, s| p.clone().join(s))
+            .fold(prefix.clone(), |p, s| p.join(s))
     }
 
     /// Writes `bytes` as `key` unless `key` exists (then nothing changes).
