@@ -68,10 +68,9 @@ fn baselines(set: &ViewSet, detectors: &Detectors, table: &PartitionTable) -> Ba
             continue;
         };
         let windows = table
-            .states
             .iter()
-            .filter(|(k, _)| k.0 == vi)
-            .map(|(k, e)| (k.1, &k.2, &e.state));
+            .filter(|(k, _)| k.view == vi)
+            .map(|(k, e)| (k.window_start, k.group, &e.state));
         b.metrics
             .insert(def.metric.clone(), def.train(&set.views[vi], windows));
     }
@@ -137,7 +136,7 @@ fn main() {
             "| {scenario:?} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {alerts} | +{:.0}% |",
             N as f64 / plain,
             plain * 1e9 / N as f64,
-            table.states.len(),
+            table.len(),
             N as f64 / judged,
             judged * 1e9 / N as f64,
             (judged / plain - 1.0) * 100.0
@@ -194,10 +193,10 @@ fn memory_per_cell() {
             offset += 1;
         }
         // As publishing does every 100 ms.
-        table.dirty.clear();
+        table.take_changed(|_, _| {});
     }
     let after = rss().unwrap_or(before);
-    let cells = table.states.len();
+    let cells = table.len();
     println!();
     println!(
         "(d) memory per live (window, group) cell without quantiles: {cells} cells, resident memory +{:.1} MiB, {:.0} bytes per cell (goal at most 200)",

@@ -138,7 +138,7 @@ impl Engine {
 
     /// States held, over all partitions.
     pub fn state_count(&self) -> usize {
-        self.partitions.values().map(|p| p.table.states.len()).sum()
+        self.partitions.values().map(|p| p.table.len()).sum()
     }
 
     /// Drops partition `p` (revoked) without writing anything; says
@@ -197,10 +197,7 @@ impl Engine {
                         .filter(|&b| b <= c.next_offset)
                         .collect(),
                     forced: forced.into(),
-                    table: PartitionTable {
-                        states: c.states.into_iter().collect(),
-                        dirty: Default::default(),
-                    },
+                    table: PartitionTable::from_states(c.states),
                     progressed: true,
                 }
             }
@@ -289,29 +286,26 @@ impl Engine {
     pub fn take_changes(&mut self) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for (&p, part) in &mut self.partitions {
-            for key in part.table.dirty.drain() {
-                let Some(entry) = part.table.states.get(&key) else {
-                    continue;
-                };
-                let (view, window_start, group, epoch_start) = key.clone();
+            let restore_id = part.restore_id;
+            part.table.take_changed(|key, entry| {
                 out.push(Outgoing {
                     partition: p,
                     msg: SpeedMessage::State {
                         key: SpeedKey {
-                            view: self.views.views[view].name.clone(),
-                            window_start,
-                            group,
+                            view: self.views.views[key.view].name.clone(),
+                            window_start: key.window_start,
+                            group: key.group.clone(),
                             partition: p,
-                            epoch_start,
+                            epoch_start: key.epoch_start,
                         },
-                        restore_id: part.restore_id,
+                        restore_id,
                         max_offset: entry.max_offset,
                         state: entry.state.clone(),
                         counters: entry.counters,
                     },
-                    key: Some(key),
+                    key: Some(key.to_key()),
                 });
-            }
+            });
             if std::mem::take(&mut part.progressed)
                 && let Some(next) = part.resume.next()
             {
@@ -335,9 +329,7 @@ impl Engine {
     pub fn unsent(&mut self, out: &Outgoing) {
         if let Some(part) = self.partitions.get_mut(&out.partition) {
             match &out.key {
-                Some(k) => {
-                    part.table.dirty.insert(k.clone());
-                }
+                Some(k) => part.table.mark_changed(k),
                 None => part.progressed = true,
             }
         }
@@ -375,9 +367,8 @@ impl Engine {
                 folder: part.folder.clone(),
                 states: part
                     .table
-                    .states
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.to_key(), v.clone()))
                     .collect(),
             },
             boundaries: part.boundaries.clone(),
@@ -395,13 +386,14 @@ impl Engine {
     pub fn drop_below(&mut self, cuts: &[Option<&Cut>]) -> usize {
         let mut dropped = 0;
         for (&p, part) in &mut self.partitions {
-            let before = part.table.states.len();
-            let dirty = &part.table.dirty;
-            part.table.states.retain(|k, _| {
-                let cut = cuts.get(k.0).copied().flatten().map_or(0, |c| c.offset(p));
-                k.3 >= cut || dirty.contains(k)
+            dropped += part.table.retain(|k, changed| {
+                let cut = cuts
+                    .get(k.view)
+                    .copied()
+                    .flatten()
+                    .map_or(0, |c| c.offset(p));
+                k.epoch_start >= cut || changed
             });
-            dropped += before - part.table.states.len();
         }
         dropped
     }

@@ -25,7 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use braid_core::encoding::Writer;
 use braid_core::fold::{Layer, PartitionFolder};
 use braid_core::hash::device_hash;
-use braid_core::speedlog::encode_group;
+use braid_core::speedlog::encode_group_values;
 use braid_core::{Record, ViewDef};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -225,7 +225,7 @@ impl Effects {
         &mut self,
         view: usize,
         window: i64,
-        group: &braid_core::fold::GroupKey,
+        group: braid_core::fold::Group<'_>,
         value: f64,
         hash: u64,
         outcome: u8,
@@ -233,7 +233,7 @@ impl Effects {
         self.view.append_value(view as u16);
         self.window.push(window);
         self.key.clear();
-        encode_group(&mut self.key, group);
+        encode_group_values(&mut self.key, group.values());
         self.group.append_value(self.key.as_bytes());
         self.value.append_value(value);
         self.hash.append_value(hash);

@@ -32,10 +32,42 @@ pub type GroupKey = Vec<Option<String>>;
 
 /// The group of a reading in a view.
 pub fn group_key(view: &ViewDef, r: &Reading) -> GroupKey {
-    view.group_by
-        .iter()
-        .map(|k| r.key_value(k).map(str::to_string))
-        .collect()
+    Group::of(view, r).to_key()
+}
+
+/// The group of a reading in a view, borrowed from the reading: what an
+/// [`Effect`] carries, so that deciding on a record allocates nothing and
+/// only a state that is new takes an owned [`GroupKey`].
+#[derive(Clone, Copy, Debug)]
+pub struct Group<'a> {
+    keys: &'a [String],
+    reading: &'a Reading,
+}
+
+impl<'a> Group<'a> {
+    /// The group of `r` in `view`.
+    pub fn of(view: &'a ViewDef, r: &'a Reading) -> Self {
+        Self {
+            keys: &view.group_by,
+            reading: r,
+        }
+    }
+
+    /// The values in `group_by` order (`None`: tag absent).
+    pub fn values(self) -> impl ExactSizeIterator<Item = Option<&'a str>> {
+        let r = self.reading;
+        self.keys.iter().map(move |k| r.key_value(k))
+    }
+
+    /// The owned key.
+    pub fn to_key(self) -> GroupKey {
+        self.values().map(|v| v.map(str::to_string)).collect()
+    }
+
+    /// Whether `key` holds the same values.
+    pub fn matches(self, key: &GroupKey) -> bool {
+        key.len() == self.keys.len() && self.values().zip(key).all(|(a, b)| a == b.as_deref())
+    }
 }
 
 /// What a record does to one window of one view.
@@ -122,7 +154,7 @@ pub struct Effect<'a> {
     /// The window.
     pub window: WindowBounds,
     /// The group.
-    pub group: &'a GroupKey,
+    pub group: Group<'a>,
     /// What to do.
     pub outcome: Outcome,
 }
@@ -169,7 +201,7 @@ impl PartitionFolder {
             if !def.accepts_metric(&r.metric) {
                 continue;
             }
-            let group = group_key(def, r);
+            let group = Group::of(def, r);
             let class = def.lateness.classify(r.ts, rec.ingest_ts);
             let watermark = before.map(|m| m.saturating_sub(def.max_out_of_orderness_ms));
             for window in def.windowing.assign(r.ts) {
@@ -184,7 +216,7 @@ impl PartitionFolder {
                 effect(Effect {
                     view,
                     window,
-                    group: &group,
+                    group,
                     outcome,
                 });
             }
@@ -234,7 +266,7 @@ pub fn fold_into(
         let hash = device_hash(&rec.reading.device_id);
         folder.fold(views, rec, |e| {
             let (state, counters) = table
-                .entry((e.view, e.window.start, e.group.clone()))
+                .entry((e.view, e.window.start, e.group.to_key()))
                 .or_insert_with(|| (AggState::new(views[e.view].parts()), Counters::default()));
             let outcome = e.outcome.in_layer(layer);
             counters.count(outcome);

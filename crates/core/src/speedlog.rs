@@ -527,6 +527,15 @@ impl SpeedTable {
 
 /// Writes a group key.
 pub fn encode_group(w: &mut Writer, group: &GroupKey) {
+    encode_group_values(w, group.iter().map(Option::as_deref));
+}
+
+/// [`encode_group`] of borrowed values, such as a
+/// [`crate::fold::Group`]'s.
+pub fn encode_group_values<'a>(
+    w: &mut Writer,
+    group: impl ExactSizeIterator<Item = Option<&'a str>>,
+) {
     w.uvar(group.len() as u64);
     for g in group {
         match g {

@@ -56,7 +56,7 @@ fn speed_table(set: &ViewSet, records: &[Record], bounds: &BTreeMap<i32, Vec<i64
                     .entry(SpeedKey {
                         view: view.name.clone(),
                         window_start: e.window.start,
-                        group: e.group.clone(),
+                        group: e.group.to_key(),
                         partition: p,
                         epoch_start: epoch,
                     })
