@@ -7,10 +7,10 @@
 //! integer whatever the order, the partitioning or the merge tree. That is
 //! what lets the batch and speed layers agree to the bit.
 //!
-//! [`FixedAcc`] holds that integer as 32-bit chunks in `i64` limbs, covering
-//! only the range of chunks that values have touched. Each limb has 31 bits of
-//! headroom, so carries are propagated only every 2^30 additions (Neal's
-//! "small superaccumulator"). Results are rounded once, correctly, from the
+//! [`FixedAcc`] holds that integer in two's complement, as 64-bit words
+//! covering only the range of words that values have touched, inline while
+//! they are few. Its canonical form, what is encoded and compared, is the
+//! integer as 32-bit chunks. Results are rounded once, correctly, from the
 //! exact integers (round to nearest, ties to even).
 
 use num_bigint::{BigInt, BigUint};
@@ -25,191 +25,248 @@ const MASK: i64 = 0xFFFF_FFFF;
 const BLOCK: usize = 1024;
 /// Below this many values a slice is folded one value at a time.
 const SLICE_MIN: usize = 64;
-/// Carry propagation is due after this many additions; each adds under
-/// 2^32 in magnitude to a limb, and limbs hold 2^63.
-const NORMALIZE_EVERY: u32 = 1 << 30;
 
-/// A big signed fixed-point integer: `sum(limbs[j] * 2^(32 * (base + j)))`.
+/// A big signed fixed-point integer in two's complement: 64-bit words,
+/// `words[0]` weighing `2^(64 * base)`, the top word signed. Carries are
+/// propagated as values are added, so any form holds the value; the
+/// canonical form (see [`FixedAcc::encode`]) is computed from it.
 ///
-/// Canonical form (after [`FixedAcc::normalize`]): every limb but the top in
-/// `[0, 2^32)`, the top limb signed and neither `0` nor `-1` (unless it is
-/// the only limb and the value is `-1` chunk), no zero limb at the bottom,
-/// and `base == 0` when the value is zero. Equal values have equal canonical
-/// forms, so encodings compare bit for bit.
-#[derive(Clone, Debug, Default)]
-pub struct FixedAcc {
-    base: u32,
-    limbs: Vec<i64>,
-    pending: u32,
+/// Up to `N` words are held inline, which covers the sums of sensor
+/// values (a sum of values within a dynamic range of about 2^120 takes 3;
+/// squares take 4): no allocation for a state that is folded into or
+/// cloned. A wider range moves the words to the heap.
+#[derive(Clone, Debug)]
+pub struct FixedAcc<const N: usize>(Words<N>);
+
+#[derive(Clone, Debug)]
+enum Words<const N: usize> {
+    Inline { base: u32, len: u8, w: [u64; N] },
+    Heap(Box<(u32, Vec<u64>)>),
 }
 
-impl FixedAcc {
+impl<const N: usize> Default for FixedAcc<N> {
+    fn default() -> Self {
+        Self(Words::Inline {
+            base: 0,
+            len: 0,
+            w: [0; N],
+        })
+    }
+}
+
+/// The sign word of a two's-complement value whose top word is `top`.
+fn sign_word(top: u64) -> u64 {
+    ((top as i64) >> 63) as u64
+}
+
+impl<const N: usize> FixedAcc<N> {
+    /// The weight of the first word (as a power of 2^64) and the words.
+    fn words(&self) -> (u32, &[u64]) {
+        match &self.0 {
+            Words::Inline { base, len, w } => (*base, &w[..usize::from(*len)]),
+            Words::Heap(h) => (h.0, &h.1),
+        }
+    }
+
+    fn words_mut(&mut self) -> (u32, &mut [u64]) {
+        match &mut self.0 {
+            Words::Inline { base, len, w } => (*base, &mut w[..usize::from(*len)]),
+            Words::Heap(h) => (h.0, &mut h.1),
+        }
+    }
+
+    fn set(&mut self, base: u32, words: Vec<u64>) {
+        self.0 = if words.len() <= N {
+            let mut w = [0; N];
+            w[..words.len()].copy_from_slice(&words);
+            Words::Inline {
+                base,
+                len: words.len() as u8,
+                w,
+            }
+        } else {
+            Words::Heap(Box::new((base, words)))
+        };
+    }
+
+    /// Makes the words cover word indices `lo..hi` (zeros below, the sign
+    /// above); returns the new base.
+    #[cold]
+    #[inline(never)]
+    fn widen(&mut self, lo: u32, hi: u32) -> u32 {
+        let (base, ws) = self.words();
+        if ws.is_empty() {
+            self.set(lo, vec![0; (hi - lo) as usize]);
+            return lo;
+        }
+        let top = base + ws.len() as u32;
+        let (new_lo, new_hi) = (lo.min(base), hi.max(top));
+        let sign = sign_word(ws[ws.len() - 1]);
+        let mut out = vec![0; (base - new_lo) as usize];
+        out.extend_from_slice(ws);
+        out.resize((new_hi - new_lo) as usize, sign);
+        self.set(new_lo, out);
+        new_lo
+    }
+
+    /// Appends a word to the top (after a signed overflow).
+    #[cold]
+    #[inline(never)]
+    fn push(&mut self, word: u64) {
+        let (base, ws) = self.words();
+        let mut out = ws.to_vec();
+        out.push(word);
+        self.set(base, out);
+    }
+
     /// Adds or subtracts `v` (any `u64`) times 2^`bitpos`.
     #[inline]
     fn add_u64(&mut self, v: u64, bitpos: u32, negative: bool) {
-        let chunk = bitpos / CHUNK_BITS;
-        let shifted = u128::from(v) << (bitpos % CHUNK_BITS);
-        // Two's-complement negation of each chunk, branch free.
-        let sign = -i64::from(negative);
-        let c = [
-            (((shifted as i64) & MASK) ^ sign) - sign,
-            ((((shifted >> 32) as i64) & MASK) ^ sign) - sign,
-            (((shifted >> 64) as i64) ^ sign) - sign,
-        ];
-        let i = chunk.wrapping_sub(self.base) as usize;
-        match self.limbs.get_mut(i..i + 3) {
-            Some(l) => {
-                l[0] += c[0];
-                l[1] += c[1];
-                l[2] += c[2];
+        let at = bitpos / 64;
+        let x = u128::from(v) << (bitpos % 64);
+        let (lo, hi) = (x as u64, (x >> 64) as u64);
+        let (mut base, mut ws) = self.words_mut();
+        // The two words of `x` and one above them, so `x` is positive in
+        // the width held.
+        if ws.is_empty() || at < base || at + 3 > base + ws.len() as u32 {
+            self.widen(at, at + 3);
+            (base, ws) = self.words_mut();
+        }
+        let i = (at - base) as usize;
+        let before = sign_word(ws[ws.len() - 1]);
+        if negative {
+            let (r, b0) = ws[i].overflowing_sub(lo);
+            ws[i] = r;
+            let (r, b1) = ws[i + 1].overflowing_sub(hi);
+            let (r, b2) = r.overflowing_sub(u64::from(b0));
+            ws[i + 1] = r;
+            let mut borrow = b1 | b2;
+            let mut j = i + 2;
+            while borrow && j < ws.len() {
+                let (r, b) = ws[j].overflowing_sub(1);
+                ws[j] = r;
+                borrow = b;
+                j += 1;
             }
-            None => self.add_outside(chunk, c),
+        } else {
+            let (r, c0) = ws[i].overflowing_add(lo);
+            ws[i] = r;
+            let (r, c1) = ws[i + 1].overflowing_add(hi);
+            let (r, c2) = r.overflowing_add(u64::from(c0));
+            ws[i + 1] = r;
+            let mut carry = c1 | c2;
+            let mut j = i + 2;
+            while carry && j < ws.len() {
+                let (r, c) = ws[j].overflowing_add(1);
+                ws[j] = r;
+                carry = c;
+                j += 1;
+            }
         }
-        self.pending += 1;
-        if self.pending >= NORMALIZE_EVERY {
-            self.normalize();
+        // A positive value added to a non-negative one (or a negative to a
+        // negative) that flipped the sign overflowed the width: extend it.
+        let after = sign_word(ws[ws.len() - 1]);
+        if after != before && (before == 0) != negative {
+            self.push(before);
         }
-    }
-
-    /// The rare path of [`FixedAcc::add_u64`]: the chunks are outside the
-    /// range held so far.
-    #[cold]
-    #[inline(never)]
-    fn add_outside(&mut self, chunk: u32, c: [i64; 3]) {
-        let i = self.ensure(chunk);
-        for (l, c) in self.limbs[i..i + 3].iter_mut().zip(c) {
-            *l += c;
-        }
-    }
-
-    /// Makes limbs cover chunks `chunk..chunk + 3` and returns the index of
-    /// `chunk` in `limbs`.
-    fn ensure(&mut self, chunk: u32) -> usize {
-        if self.limbs.is_empty() {
-            self.base = chunk;
-            self.limbs.resize(3, 0);
-            return 0;
-        }
-        if chunk < self.base {
-            let grow = (self.base - chunk) as usize;
-            self.limbs.splice(0..0, std::iter::repeat_n(0, grow));
-            self.base = chunk;
-        }
-        let i = (chunk - self.base) as usize;
-        if i + 3 > self.limbs.len() {
-            self.limbs.resize(i + 3, 0);
-        }
-        i
     }
 
     /// Adds another accumulator.
     pub fn merge(&mut self, other: &Self) {
-        if other.limbs.is_empty() {
+        let (ob, ow) = other.words();
+        if ow.is_empty() {
             return;
         }
-        if self.pending.saturating_add(other.pending) >= NORMALIZE_EVERY - 1 {
-            self.normalize();
+        let (base, ws) = self.words();
+        let top = ob + ow.len() as u32;
+        if ws.is_empty() || ob < base || top + 1 > base + ws.len() as u32 {
+            self.widen(ob, top + 1);
         }
-        let first = self.ensure(other.base);
-        let need = first + other.limbs.len();
-        if need > self.limbs.len() {
-            self.limbs.resize(need, 0);
+        let other_sign = sign_word(ow[ow.len() - 1]);
+        let (base, ws) = self.words_mut();
+        let before = sign_word(ws[ws.len() - 1]);
+        let first = (ob - base) as usize;
+        let mut carry = false;
+        for (j, w) in ws.iter_mut().enumerate().skip(first) {
+            let o = ow.get(j - first).copied().unwrap_or(other_sign);
+            let (r, c1) = w.overflowing_add(o);
+            let (r, c2) = r.overflowing_add(u64::from(carry));
+            *w = r;
+            carry = c1 | c2;
         }
-        for (dst, src) in self.limbs[first..].iter_mut().zip(&other.limbs) {
-            *dst += *src;
-        }
-        // `other` may not be normalized: its limbs count as its pending adds.
-        self.pending += other.pending.max(1);
-        if self.pending >= NORMALIZE_EVERY {
-            self.normalize();
+        let after = sign_word(ws[ws.len() - 1]);
+        if before == other_sign && after != before {
+            self.push(before);
         }
     }
 
-    /// Propagates carries and trims, giving the canonical form.
-    pub fn normalize(&mut self) {
-        let mut carry = 0i64;
-        for limb in &mut self.limbs {
-            let v = *limb + carry;
-            *limb = v & MASK;
-            carry = v >> CHUNK_BITS;
+    /// The canonical form as 32-bit chunks: the weight of the first (a
+    /// power of 2^32) and the chunks, every one but the top in
+    /// `[0, 2^32)`, the top signed and neither `0` nor `-1` (unless it is
+    /// the only chunk and the value is `-1` chunk), no zero chunk at the
+    /// bottom, and weight `0` when the value is zero. Equal values give
+    /// equal forms.
+    fn chunks(&self) -> (u32, Vec<i64>) {
+        let (base, ws) = self.words();
+        let mut limbs = Vec::with_capacity(2 * ws.len() + 1);
+        for &w in ws {
+            limbs.push((w & MASK as u64) as i64);
+            limbs.push((w >> CHUNK_BITS) as i64);
         }
-        while carry != 0 && carry != -1 {
-            self.limbs.push(carry & MASK);
-            carry >>= CHUNK_BITS;
+        let mut chunk_base = 2 * base;
+        if ws.last().is_some_and(|&top| sign_word(top) != 0) {
+            limbs.push(-1);
         }
-        if carry == -1 {
-            self.limbs.push(-1);
-        }
-        // The top limb is signed: fold a -1 top into the limb below, and
-        // drop zero tops, until the shortest form remains.
-        while let Some(&top) = self.limbs.last() {
-            if top == 0 {
-                self.limbs.pop();
-            } else if top == -1 && self.limbs.len() > 1 {
-                self.limbs.pop();
-                if let Some(below) = self.limbs.last_mut() {
-                    *below -= 1 << CHUNK_BITS;
-                }
-            } else {
-                break;
-            }
-        }
-        let low_zeros = self.limbs.iter().take_while(|&&l| l == 0).count();
-        if low_zeros > 0 {
-            self.limbs.drain(..low_zeros);
-            self.base += low_zeros as u32;
-        }
-        if self.limbs.is_empty() {
-            self.base = 0;
-        }
-        self.pending = 0;
-    }
-
-    fn canonical(&self) -> Self {
-        let mut c = self.clone();
-        c.normalize();
-        c
+        trim_chunks(&mut chunk_base, &mut limbs);
+        (chunk_base, limbs)
     }
 
     /// The exact integer value.
     pub fn to_bigint(&self) -> BigInt {
-        let c = self.canonical();
+        let (base, limbs) = self.chunks();
         let mut v = BigInt::zero();
-        for &limb in c.limbs.iter().rev() {
+        for &limb in limbs.iter().rev() {
             v = (v << CHUNK_BITS) + BigInt::from(limb);
         }
-        v << (CHUNK_BITS as usize * c.base as usize)
+        v << (CHUNK_BITS as usize * base as usize)
     }
 
     /// The value as `±m * 2^shift` with `m` odd (`m == 0` for zero), when
-    /// it fits 127 bits before its trailing zeros are shifted out: the fast
+    /// it fits 128 bits before its trailing zeros are shifted out: the fast
     /// path of the roundings, with no allocation. `None` when it is bigger.
     fn small(&self) -> Option<(bool, u128, u32)> {
-        let mut v: i128 = 0;
-        for &limb in self.limbs.iter().rev() {
-            v = v
-                .checked_mul(1 << CHUNK_BITS)?
-                .checked_add(i128::from(limb))?;
-        }
-        let m = v.unsigned_abs();
-        if m == 0 {
+        let (base, ws) = self.words();
+        let Some(lo) = ws.iter().position(|&w| w != 0) else {
             return Some((false, 0, 0));
+        };
+        let sign = sign_word(ws[ws.len() - 1]);
+        // Drop top words that only repeat the sign of the word below.
+        let mut hi = ws.len();
+        while hi > lo + 1 && ws[hi - 1] == sign && sign_word(ws[hi - 2]) == sign {
+            hi -= 1;
         }
+        let v: i128 = match hi - lo {
+            1 => i128::from(ws[lo] as i64),
+            2 => (i128::from(ws[lo + 1] as i64) << 64) | i128::from(ws[lo]),
+            _ => return None,
+        };
+        let m = v.unsigned_abs();
         let tz = m.trailing_zeros();
-        Some((v < 0, m >> tz, CHUNK_BITS * self.base + tz))
+        Some((v < 0, m >> tz, 64 * (base + lo as u32) + tz))
     }
 
     /// Whether the value is zero.
     pub fn is_zero(&self) -> bool {
-        self.canonical().limbs.is_empty()
+        self.words().1.iter().all(|&w| w == 0)
     }
 
-    /// Writes the canonical form.
+    /// Writes the canonical form: the first chunk's weight, the number of
+    /// chunks, then each chunk.
     pub fn encode(&self, w: &mut Writer) {
-        let c = self.canonical();
-        w.uvar(u64::from(c.base));
-        w.uvar(c.limbs.len() as u64);
-        for &l in &c.limbs {
+        let (base, limbs) = self.chunks();
+        w.uvar(u64::from(base));
+        w.uvar(limbs.len() as u64);
+        for &l in &limbs {
             w.ivar(l);
         }
     }
@@ -227,27 +284,66 @@ impl FixedAcc {
         for _ in 0..n {
             limbs.push(r.ivar("sum limb")?);
         }
-        let acc = Self {
-            base,
-            limbs,
-            pending: 0,
-        };
-        let canon = acc.canonical();
-        if canon.base != acc.base || canon.limbs != acc.limbs {
+        let (mut canon_base, mut canon) = (base, limbs.clone());
+        trim_chunks(&mut canon_base, &mut canon);
+        if canon_base != base || canon != limbs {
             return Err(DecodeError::Invalid("sum: not in canonical form"));
+        }
+        let mut acc = Self::default();
+        for (j, &l) in limbs.iter().enumerate() {
+            acc.add_u64(l.unsigned_abs(), CHUNK_BITS * (base + j as u32), l < 0);
         }
         Ok(acc)
     }
 }
 
-impl PartialEq for FixedAcc {
-    fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.canonical(), other.canonical());
-        a.base == b.base && a.limbs == b.limbs
+/// Propagates carries through chunk limbs and trims them to the canonical
+/// form described at [`FixedAcc::chunks`].
+fn trim_chunks(base: &mut u32, limbs: &mut Vec<i64>) {
+    let mut carry = 0i64;
+    for limb in limbs.iter_mut() {
+        let v = *limb + carry;
+        *limb = v & MASK;
+        carry = v >> CHUNK_BITS;
+    }
+    while carry != 0 && carry != -1 {
+        limbs.push(carry & MASK);
+        carry >>= CHUNK_BITS;
+    }
+    if carry == -1 {
+        limbs.push(-1);
+    }
+    // The top limb is signed: fold a -1 top into the limb below, and drop
+    // zero tops, until the shortest form remains.
+    while let Some(&top) = limbs.last() {
+        if top == 0 {
+            limbs.pop();
+        } else if top == -1 && limbs.len() > 1 {
+            limbs.pop();
+            if let Some(below) = limbs.last_mut() {
+                *below -= 1 << CHUNK_BITS;
+            }
+        } else {
+            break;
+        }
+    }
+    let low_zeros = limbs.iter().take_while(|&&l| l == 0).count();
+    if low_zeros > 0 {
+        limbs.drain(..low_zeros);
+        *base += low_zeros as u32;
+    }
+    if limbs.is_empty() {
+        *base = 0;
     }
 }
 
-impl Eq for FixedAcc {}
+impl<const N: usize> PartialEq for FixedAcc<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.chunks() == other.chunks()
+    }
+}
+
+impl<const N: usize> Eq for FixedAcc<N> {}
 
 /// Splits a finite `f64` into sign, integer significand and the position of
 /// its unit bit counted from 2^-1074: `|x| = m * 2^(pos - 1074)`.
@@ -266,7 +362,7 @@ fn split(x: f64) -> (bool, u64, u32) {
 
 /// The exact sum of `f64` values, in units of 2^-1074.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExactSum(FixedAcc);
+pub struct ExactSum(FixedAcc<3>);
 
 impl ExactSum {
     /// Chunks that can ever be touched: 2^-1074 .. 2^1024 plus carries.
@@ -341,7 +437,7 @@ impl ExactSum {
 
 /// The exact sum of squares of `f64` values, in units of 2^-2148.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExactSumSq(FixedAcc);
+pub struct ExactSumSq(FixedAcc<4>);
 
 impl ExactSumSq {
     /// Chunks that can ever be touched: 2^-2148 .. 2^2048 plus carries.
@@ -788,6 +884,87 @@ mod tests {
                 sample_stddev(n, &s, &q).map(f64::to_bits),
                 sample_stddev_big(n, &s, &q).map(f64::to_bits)
             );
+        }
+    }
+
+    /// The canonical chunks of an integer, computed from a big integer
+    /// alone: the form [`FixedAcc::encode`] must write.
+    fn reference_chunks(v: &BigInt) -> (u32, Vec<i64>) {
+        let Some(tz) = v.trailing_zeros() else {
+            return (0, Vec::new());
+        };
+        let mut base = (tz / 32) as u32;
+        let mut x = v >> (32 * base as usize);
+        let mut limbs = Vec::new();
+        loop {
+            limbs.push((&x & BigInt::from(0xFFFF_FFFFu64)).to_i64().unwrap());
+            x >>= 32;
+            if x.is_zero() {
+                break;
+            }
+            if x == BigInt::from(-1) {
+                limbs.push(-1);
+                break;
+            }
+        }
+        trim_chunks(&mut base, &mut limbs);
+        (base, limbs)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Sums and sums of squares, folded in two parts and merged, folded
+        /// backwards or as a slice, equal the big-integer model, encode to
+        /// its canonical chunks, and decode to what re-encodes the same.
+        #[test]
+        fn sums_equal_the_big_integer_model(
+            xs in values(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let k = cut.index(xs.len() + 1);
+            let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
+            let (mut qa, mut qb) = (ExactSumSq::default(), ExactSumSq::default());
+            for &x in &xs[..k] {
+                a.fold(x);
+                qa.fold(x);
+            }
+            for &x in &xs[k..] {
+                b.fold(x);
+                qb.fold(x);
+            }
+            a.merge(&b);
+            qa.merge(&qb);
+            let want: BigInt = xs.iter().map(|&x| units_of(x)).sum();
+            let want_sq: BigInt = xs.iter().map(|&x| units_of(x).pow(2)).sum();
+            prop_assert_eq!(a.units(), want.clone());
+            prop_assert_eq!(qa.units(), want_sq.clone());
+            prop_assert_eq!(a.0.chunks(), reference_chunks(&want));
+            prop_assert_eq!(qa.0.chunks(), reference_chunks(&want_sq));
+            prop_assert_eq!(a.0.is_zero(), want.is_zero());
+
+            let (mut r, mut qr) = (ExactSum::default(), ExactSumSq::default());
+            for &x in xs.iter().rev() {
+                r.fold(x);
+                qr.fold(x);
+            }
+            let (mut s, mut qs) = (ExactSum::default(), ExactSumSq::default());
+            fold_slice_moments(&mut s, &mut qs, &xs);
+            let bytes = |f: &dyn Fn(&mut Writer)| {
+                let mut w = Writer::new();
+                f(&mut w);
+                w.into_bytes()
+            };
+            let (ea, eq) = (bytes(&|w| a.encode(w)), bytes(&|w| qa.encode(w)));
+            prop_assert_eq!(&ea, &bytes(&|w| r.encode(w)));
+            prop_assert_eq!(&ea, &bytes(&|w| s.encode(w)));
+            prop_assert_eq!(&eq, &bytes(&|w| qr.encode(w)));
+            prop_assert_eq!(&eq, &bytes(&|w| qs.encode(w)));
+            let d = ExactSum::decode(&mut Reader::new(&ea)).unwrap();
+            let dq = ExactSumSq::decode(&mut Reader::new(&eq)).unwrap();
+            prop_assert_eq!(&ea, &bytes(&|w| d.encode(w)));
+            prop_assert_eq!(&eq, &bytes(&|w| dq.encode(w)));
+            prop_assert!(d == a && dq == qa);
         }
     }
 

@@ -246,8 +246,11 @@ pub struct AggState {
     count: u64,
     sum: Option<ExactSum>,
     sumsq: Option<ExactSumSq>,
-    min: Option<Min>,
-    max: Option<Max>,
+    /// Kept whether or not the parts carry them (no `Option`: 16 bytes
+    /// less in every state); only read when [`Parts::MIN`] or
+    /// [`Parts::MAX`] is set.
+    min: Min,
+    max: Max,
     /// Boxed, as the two larger parts most views do not carry: an unused
     /// one costs a pointer in every state instead of its whole size.
     sketch: Option<Box<DdSketch>>,
@@ -262,8 +265,8 @@ impl AggState {
             count: 0,
             sum: parts.has(Parts::SUM).then(ExactSum::default),
             sumsq: parts.has(Parts::SUMSQ).then(ExactSumSq::default),
-            min: parts.has(Parts::MIN).then(Min::default),
-            max: parts.has(Parts::MAX).then(Max::default),
+            min: Min::default(),
+            max: Max::default(),
             sketch: parts.has(Parts::SKETCH).then(Box::default),
             hll: parts.has(Parts::HLL).then(Box::default),
         }
@@ -289,11 +292,11 @@ impl AggState {
         if let Some(s) = &mut self.sumsq {
             s.fold(value);
         }
-        if let Some(m) = &mut self.min {
-            m.fold(value);
+        if self.parts.has(Parts::MIN) {
+            self.min.fold(value);
         }
-        if let Some(m) = &mut self.max {
-            m.fold(value);
+        if self.parts.has(Parts::MAX) {
+            self.max.fold(value);
         }
         if let Some(s) = &mut self.sketch {
             s.fold(value);
@@ -320,8 +323,9 @@ impl AggState {
             b ^ (((b >> 63) as u64) >> 1) as i64
         };
         let unkey = |k: i64| f64::from_bits((k ^ ((((k >> 63) as u64) >> 1) as i64)) as u64);
-        match (&mut self.min, &mut self.max) {
-            (Some(lo), Some(hi)) => {
+        let (lo, hi) = (&mut self.min, &mut self.max);
+        match (self.parts.has(Parts::MIN), self.parts.has(Parts::MAX)) {
+            (true, true) => {
                 let (mut a, mut b) = (key(lo.0), key(hi.0));
                 for &x in values {
                     let k = key(x);
@@ -330,13 +334,9 @@ impl AggState {
                 }
                 (lo.0, hi.0) = (unkey(a), unkey(b));
             }
-            (Some(lo), None) => {
-                lo.0 = unkey(values.iter().map(|&x| key(x)).fold(key(lo.0), i64::min))
-            }
-            (None, Some(hi)) => {
-                hi.0 = unkey(values.iter().map(|&x| key(x)).fold(key(hi.0), i64::max))
-            }
-            (None, None) => {}
+            (true, false) => lo.0 = unkey(values.iter().map(|&x| key(x)).fold(key(lo.0), i64::min)),
+            (false, true) => hi.0 = unkey(values.iter().map(|&x| key(x)).fold(key(hi.0), i64::max)),
+            (false, false) => {}
         }
         if let Some(s) = &mut self.sketch {
             values.iter().for_each(|&x| s.fold(x));
@@ -364,11 +364,11 @@ impl AggState {
         if let (Some(a), Some(b)) = (&mut self.sumsq, &other.sumsq) {
             a.merge(b);
         }
-        if let (Some(a), Some(b)) = (&mut self.min, &other.min) {
-            a.fold(b.0);
+        if self.parts.has(Parts::MIN) {
+            self.min.fold(other.min.0);
         }
-        if let (Some(a), Some(b)) = (&mut self.max, &other.max) {
-            a.fold(b.0);
+        if self.parts.has(Parts::MAX) {
+            self.max.fold(other.max.0);
         }
         if let (Some(a), Some(b)) = (&mut self.sketch, &other.sketch) {
             a.merge(b);
@@ -385,8 +385,8 @@ impl AggState {
         match column {
             Column::Count => Some(n as f64),
             Column::Sum => self.sum.as_ref().map(ExactSum::value),
-            Column::Min => self.min.filter(|_| n > 0).map(|m| m.0),
-            Column::Max => self.max.filter(|_| n > 0).map(|m| m.0),
+            Column::Min => (self.parts.has(Parts::MIN) && n > 0).then_some(self.min.0),
+            Column::Max => (self.parts.has(Parts::MAX) && n > 0).then_some(self.max.0),
             Column::Mean => self.sum.as_ref().and_then(|s| s.mean(n)),
             Column::Stddev => match (&self.sum, &self.sumsq) {
                 (Some(s), Some(q)) => sample_stddev(n, s, q),
@@ -417,11 +417,11 @@ impl AggState {
         if let Some(s) = &self.sumsq {
             s.encode(w);
         }
-        if let Some(m) = &self.min {
-            w.f64(m.0);
+        if self.parts.has(Parts::MIN) {
+            w.f64(self.min.0);
         }
-        if let Some(m) = &self.max {
-            w.f64(m.0);
+        if self.parts.has(Parts::MAX) {
+            w.f64(self.max.0);
         }
         if let Some(s) = &self.sketch {
             s.encode(w);
@@ -463,10 +463,10 @@ impl AggState {
             state.sumsq = Some(ExactSumSq::decode(r)?);
         }
         if parts.has(Parts::MIN) {
-            state.min = Some(Min(r.f64("state min")?));
+            state.min = Min(r.f64("state min")?);
         }
         if parts.has(Parts::MAX) {
-            state.max = Some(Max(r.f64("state max")?));
+            state.max = Max(r.f64("state max")?);
         }
         if parts.has(Parts::SKETCH) {
             state.sketch = Some(Box::new(DdSketch::decode(r)?));
