@@ -9,6 +9,7 @@
 //! same copies. Keys are kept as 128-bit stable hashes.
 
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::hash::stable_hash_pair;
@@ -86,8 +87,11 @@ impl Deduper {
                 break;
             }
             self.queue.pop_front();
-            if self.last_seen.get(&k) == Some(&at) {
-                self.last_seen.remove(&k);
+            // One lookup: the key goes only if this was its last sighting.
+            if let Entry::Occupied(e) = self.last_seen.entry(k)
+                && *e.get() == at
+            {
+                e.remove();
             }
         }
         let dup = self.last_seen.insert(key, self.clock).is_some();
