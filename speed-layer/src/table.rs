@@ -159,21 +159,26 @@ impl PartitionTable {
     /// The series of (view, epoch, group), made if new (the group given by
     /// owned values).
     fn series_of_key(&mut self, view: usize, epoch: i64, group: &GroupKey) -> u32 {
+        let (hash, found) = self.find_series(view, epoch, group);
+        match found {
+            Some(i) => i,
+            None => self.add_series(hash, view, epoch, group.clone()),
+        }
+    }
+
+    /// The hash of (view, epoch, group) and its series, if there is one.
+    fn find_series(&self, view: usize, epoch: i64, group: &GroupKey) -> (u64, Option<u32>) {
         let hash = series_hash(
             &self.hasher,
             view,
             epoch,
             group.iter().map(Option::as_deref),
         );
-        let Self { index, series, .. } = self;
-        let found = index.find(hash, |&i| {
-            let s = &series[i as usize];
+        let found = self.index.find(hash, |&i| {
+            let s = &self.series[i as usize];
             s.view == view && s.epoch == epoch && s.group == *group
         });
-        if let Some(&i) = found {
-            return i;
-        }
-        self.add_series(hash, view, epoch, group.clone())
+        (hash, found.copied())
     }
 
     fn add_series(&mut self, hash: u64, view: usize, epoch: i64, group: GroupKey) -> u32 {
@@ -281,17 +286,7 @@ impl PartitionTable {
     /// Marks the state of `key` as changed again (its publish failed).
     pub fn mark_changed(&mut self, key: &StateKey) {
         let (view, start, group, epoch) = key;
-        let hash = series_hash(
-            &self.hasher,
-            *view,
-            *epoch,
-            group.iter().map(Option::as_deref),
-        );
-        let series = &self.series;
-        let Some(&s) = self.index.find(hash, |&i| {
-            let x = &series[i as usize];
-            x.view == *view && x.epoch == *epoch && x.group == *group
-        }) else {
+        let (_, Some(s)) = self.find_series(*view, *epoch, group) else {
             return;
         };
         let series = &mut self.series[s as usize];
