@@ -237,7 +237,7 @@ pub(crate) type SpeedPosition = std::collections::BTreeMap<i32, i64>;
 pub(crate) type Merged = (
     Vec<crate::query::Row>,
     Option<i64>,
-    Option<Arc<braid_store::views::BatchView>>,
+    Option<Arc<crate::batch::ServedRun>>,
     SpeedPosition,
 );
 
@@ -273,7 +273,7 @@ fn bad_format(other: &str) -> ServingError {
     }
 }
 
-fn batch_json(b: &braid_store::views::BatchView) -> Value {
+fn batch_json(b: &crate::batch::ServedRun) -> Value {
     json!({
         "run_id": b.manifest.run_id,
         "finished_ms": b.manifest.finished_ms,

@@ -5,23 +5,109 @@
 //! changed, so a new batch run is answered from as soon as it is published.
 //! When every view has a run, the speed states of epochs below the smallest
 //! cut are dropped from the speed table: the batch side counts them now.
+//!
+//! A loaded run is kept as a [`ServedRun`]: its windows in key order in one
+//! vector, found by binary search, with the positions of each device's
+//! windows beside them, so one device's range costs a search, not a seek
+//! per window.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use braid_core::merge::Cut;
+use braid_core::agg::AggState;
+use braid_core::fold::GroupKey;
+use braid_core::merge::{Counters, Cut};
 use braid_core::speedlog::SpeedTable;
 use braid_core::{ViewDef, ViewSet};
-use braid_store::views::{BatchView, current_run, definition_hash, read_run};
+use braid_store::views::{BatchView, Manifest, current_run, definition_hash, read_run};
 use braid_store::{Layout, StoreError};
 
 use crate::compare::Retired;
+
+/// A batch run's window: its key and its state and counters.
+pub type BatchEntry<'a> = (&'a (i64, GroupKey), &'a (AggState, Counters));
+
+/// A published run as the serving layer keeps it.
+#[derive(Debug)]
+pub struct ServedRun {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// State and counters per (window start, group), in key order.
+    windows: Vec<((i64, GroupKey), (AggState, Counters))>,
+    /// Per first group value (the device, in views grouped by device
+    /// first), the positions in `windows` of its windows, ascending.
+    by_lead: HashMap<String, Vec<usize>>,
+}
+
+impl ServedRun {
+    /// Indexes `run`.
+    pub fn new(run: BatchView) -> Self {
+        let windows: Vec<_> = run.windows.into_iter().collect();
+        let mut by_lead: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, ((_, group), _)) in windows.iter().enumerate() {
+            if let Some(Some(lead)) = group.first() {
+                match by_lead.get_mut(lead) {
+                    Some(at) => at.push(i),
+                    None => {
+                        by_lead.insert(lead.clone(), vec![i]);
+                    }
+                }
+            }
+        }
+        Self {
+            manifest: run.manifest,
+            windows,
+            by_lead,
+        }
+    }
+
+    /// How many windows the run holds.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Whether the run holds no window.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// The windows starting in `[from, to)`, in key order.
+    pub fn range(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+    ) -> impl Iterator<Item = BatchEntry<'_>> {
+        let lo = from.map_or(0, |f| self.windows.partition_point(|((s, _), _)| *s < f));
+        let hi = to.map_or(self.windows.len(), |t| {
+            self.windows.partition_point(|((s, _), _)| *s < t)
+        });
+        self.windows[lo..hi.max(lo)].iter().map(|(k, v)| (k, v))
+    }
+
+    /// The windows starting in `[from, to)` whose group's first value is
+    /// `lead`, in key order.
+    pub fn led_by(
+        &self,
+        from: Option<i64>,
+        to: Option<i64>,
+        lead: &str,
+    ) -> impl Iterator<Item = BatchEntry<'_>> {
+        let at = self.by_lead.get(lead).map_or(&[][..], Vec::as_slice);
+        let start = |i: &usize| self.windows[*i].0.0;
+        let lo = from.map_or(0, |f| at.partition_point(|i| start(i) < f));
+        let hi = to.map_or(at.len(), |t| at.partition_point(|i| start(i) < t));
+        at[lo..hi.max(lo)].iter().map(|&i| {
+            let (k, v) = &self.windows[i];
+            (k, v)
+        })
+    }
+}
 
 /// The published batch views of one data directory.
 #[derive(Debug)]
 pub struct BatchViews {
     layout: Layout,
-    cache: RwLock<HashMap<String, Arc<BatchView>>>,
+    cache: RwLock<HashMap<String, Arc<ServedRun>>>,
     stale: RwLock<HashMap<String, String>>,
     retired: Mutex<Retired>,
 }
@@ -68,7 +154,7 @@ impl BatchViews {
         {
             return Ok(());
         }
-        let bv = Arc::new(read_run(&self.layout, view, &run)?);
+        let bv = Arc::new(ServedRun::new(read_run(&self.layout, view, &run)?));
         let want = definition_hash(view, views);
         if bv.manifest.definition_hash != want {
             tracing::warn!(view = %view.name, run = %run, "the published batch run was made from another definition of the view: not used until the next batch run");
@@ -77,7 +163,7 @@ impl BatchViews {
             }
             return Ok(());
         }
-        tracing::info!(view = %view.name, run = %run, windows = bv.windows.len(), "batch run loaded");
+        tracing::info!(view = %view.name, run = %run, windows = bv.len(), "batch run loaded");
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(view.name.clone(), bv);
         }
@@ -95,7 +181,7 @@ impl BatchViews {
     }
 
     /// The cached run of `view`, without looking at `CURRENT`.
-    pub fn cached(&self, view: &str) -> Option<Arc<BatchView>> {
+    pub fn cached(&self, view: &str) -> Option<Arc<ServedRun>> {
         self.cache.read().ok()?.get(view).cloned()
     }
 

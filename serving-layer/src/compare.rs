@@ -26,10 +26,10 @@ use braid_core::fold::GroupKey;
 use braid_core::merge::{Counters, MisalignedCut};
 use braid_core::speedlog::{Published, SpeedKey, SpeedTable};
 use braid_core::{Column, ViewDef};
-use braid_store::views::BatchView;
 use serde_json::{Map, Value, json};
 
-use crate::query::{Query, batch_keys, group_matches};
+use crate::batch::ServedRun;
+use crate::query::{Query, group_matches};
 
 /// How many dropped speed states the comparison keeps before it evicts the
 /// oldest windows' states.
@@ -121,7 +121,7 @@ struct Sides<'a> {
 pub fn compare(
     table: &SpeedTable,
     retired: &Retired,
-    batch: Option<&BatchView>,
+    batch: Option<&ServedRun>,
     view: &ViewDef,
     q: &Query,
 ) -> Result<(Vec<Map<String, Value>>, Value), MisalignedCut> {
@@ -133,7 +133,7 @@ pub fn compare(
     let cut = batch.map(|b| b.manifest.cut.clone()).unwrap_or_default();
     let mut sides: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
     if let Some(b) = batch {
-        for (key, v) in batch_keys(b, q.from, q.to) {
+        for (key, v) in b.range(q.from, q.to) {
             if in_range(key.0, &key.1) {
                 sides.entry(key.clone()).or_default().batch = Some(v);
             }

@@ -148,7 +148,7 @@ pub fn answer(
     let recent: Vec<(i64, f64)> = rs
         .iter()
         .filter_map(|r| {
-            let v = r.fields.get(level_col.name())?.as_f64()?;
+            let v = r.value(level_col)?;
             let mid = r.window_start + (r.window_end - r.window_start) / 2;
             (mid <= origin).then_some((mid, v))
         })

@@ -20,13 +20,14 @@ use arrow::ipc::writer::StreamWriter;
 
 use braid_core::agg::AggState;
 use braid_core::fold::GroupKey;
-use braid_core::merge::{Counters, Cut, MisalignedCut, Source, merge_window};
-use braid_core::speedlog::SpeedTable;
+use braid_core::merge::{Counters, Cut, Merged, MisalignedCut, Source, merge_window};
+use braid_core::speedlog::{EpochPart, Published, SpeedKey, SpeedTable};
 use braid_core::watermark::WindowState;
 use braid_core::{Column, ViewDef};
-use braid_store::views::BatchView;
 use serde::Serialize;
-use serde_json::{Map, Value};
+
+use crate::batch::{BatchEntry, ServedRun};
+use serde_json::Value;
 
 /// What a query asks for.
 #[derive(Clone, Debug, Default)]
@@ -58,15 +59,23 @@ pub enum SourceFilter {
 }
 
 /// One row: one window of one group.
-#[derive(Clone, Debug, Serialize)]
+///
+/// Serialized as one flat JSON object: `window_start`, `window_end`, the
+/// group values and aggregate columns by name (in name order), then the
+/// source, state and counters.
+#[derive(Clone, Debug)]
 pub struct Row {
     /// Window start, epoch ms.
     pub window_start: i64,
     /// Window end, epoch ms.
     pub window_end: i64,
-    /// Group key values by name, then aggregate columns by name.
-    #[serde(flatten)]
-    pub fields: Map<String, Value>,
+    /// The group's values, in the order of the view's `group_by`.
+    pub group: GroupKey,
+    /// The aggregate columns' values, in the order of
+    /// [`ViewDef::columns`]; `None` where a column has no value.
+    pub values: Vec<Option<f64>>,
+    /// The names of `group` and `values`, shared by every row of an answer.
+    pub layout: Arc<RowLayout>,
     /// Where the numbers came from.
     pub source: &'static str,
     /// `open`, `closed` or `final`.
@@ -84,15 +93,131 @@ pub struct Row {
     /// Duplicates dropped.
     pub duplicates_dropped: u64,
     /// Devices seen in the window, where the view expects some.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reporting_devices: Option<u64>,
     /// Devices the view expects per window.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expected_devices: Option<u64>,
     /// `reporting_devices / expected_devices`, at most 1, where the view
     /// expects devices.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub completeness: Option<f64>,
+}
+
+/// The names of a view's row fields: its group columns, its aggregate
+/// columns, and the order a JSON row lists them in.
+#[derive(Debug)]
+pub struct RowLayout {
+    group_by: Vec<String>,
+    columns: Vec<Column>,
+    /// Every name once, in name order (an aggregate column hides a group
+    /// column of the same name).
+    order: Vec<(String, Slot)>,
+}
+
+/// Where a named field of a row is.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Group(usize),
+    Value(usize),
+}
+
+impl RowLayout {
+    /// The layout of `view`'s rows.
+    pub fn of(view: &ViewDef) -> Self {
+        let columns = view.columns();
+        let mut order: BTreeMap<String, Slot> = BTreeMap::new();
+        for (i, name) in view.group_by.iter().enumerate() {
+            order.insert(name.clone(), Slot::Group(i));
+        }
+        for (i, c) in columns.iter().enumerate() {
+            order.insert(c.name().to_string(), Slot::Value(i));
+        }
+        Self {
+            group_by: view.group_by.clone(),
+            columns,
+            order: order.into_iter().collect(),
+        }
+    }
+}
+
+impl Row {
+    /// The value of group column `name`, if the view groups by it and the
+    /// group has one.
+    pub fn group_value(&self, name: &str) -> Option<&str> {
+        let i = self.layout.group_by.iter().position(|g| g == name)?;
+        self.group.get(i)?.as_deref()
+    }
+
+    /// The value of aggregate column `col`, if the view has it and the
+    /// window a finite value for it (the JSON answer writes the rest as
+    /// null).
+    pub fn value(&self, col: Column) -> Option<f64> {
+        let i = self.layout.columns.iter().position(|c| *c == col)?;
+        self.finite(i)
+    }
+
+    fn finite(&self, i: usize) -> Option<f64> {
+        self.values
+            .get(i)
+            .copied()
+            .flatten()
+            .filter(|v| v.is_finite())
+    }
+
+    /// The field `name` (a group or aggregate column) as the JSON answer
+    /// writes it; `None` when the row has no such field.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        let (_, slot) = self.layout.order.iter().find(|(n, _)| n == name)?;
+        Some(match *slot {
+            Slot::Group(i) => self
+                .group
+                .get(i)
+                .cloned()
+                .flatten()
+                .map_or(Value::Null, Value::String),
+            Slot::Value(i) => self
+                .finite(i)
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::Null, Value::Number),
+        })
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("window_start", &self.window_start)?;
+        m.serialize_entry("window_end", &self.window_end)?;
+        for (name, slot) in &self.layout.order {
+            match *slot {
+                Slot::Group(i) => {
+                    m.serialize_entry(name, &self.group.get(i).and_then(Option::as_deref))?
+                }
+                Slot::Value(i) => m.serialize_entry(name, &self.finite(i))?,
+            }
+        }
+        m.serialize_entry("source", self.source)?;
+        m.serialize_entry("state", self.state)?;
+        for (name, v) in [
+            ("readings", self.readings),
+            ("readings_batch", self.readings_batch),
+            ("readings_speed", self.readings_speed),
+            ("late_readings", self.late_readings),
+            ("pending_historical", self.pending_historical),
+            ("duplicates_dropped", self.duplicates_dropped),
+        ] {
+            m.serialize_entry(name, &v)?;
+        }
+        if let Some(v) = self.reporting_devices {
+            m.serialize_entry("reporting_devices", &v)?;
+        }
+        if let Some(v) = self.expected_devices {
+            m.serialize_entry("expected_devices", &v)?;
+        }
+        if let Some(v) = self.completeness {
+            m.serialize_entry("completeness", &v)?;
+        }
+        m.end()
+    }
 }
 
 /// The view's watermark from the speed workers' progress: the smallest
@@ -106,10 +231,29 @@ pub fn watermark(table: &SpeedTable, view: &ViewDef) -> Option<i64> {
         .map(|ts| ts.saturating_sub(view.max_out_of_orderness_ms))
 }
 
+/// One side's part of a window, as gathered for the merge.
+#[derive(Clone, Copy)]
+enum Part<'a> {
+    Batch(&'a (AggState, Counters)),
+    Speed(EpochPart<'a>),
+}
+
+/// A speed state's part of its window.
+fn speed_part<'a>(
+    table: &'a SpeedTable,
+    (k, p): (&'a SpeedKey, &'a Published),
+) -> (i64, &'a GroupKey, Part<'a>) {
+    (
+        k.window_start,
+        &k.group,
+        Part::Speed((table.span_of(k, p), &p.state, &p.counters)),
+    )
+}
+
 /// The merged rows of `view` that match `q`, ordered by window then group.
 pub fn rows(
     table: &SpeedTable,
-    batch: Option<&BatchView>,
+    batch: Option<&ServedRun>,
     view: &ViewDef,
     q: &Query,
 ) -> Result<Vec<Row>, MisalignedCut> {
@@ -134,59 +278,60 @@ pub fn rows(
         .device
         .as_deref()
         .filter(|_| device_pos == Some(0) && !every_device);
-    // Each window with the batch run's state for it and its speed states.
-    type Sides<'a> = (
-        Option<&'a (AggState, Counters)>,
-        Vec<braid_core::speedlog::EpochPart<'a>>,
-    );
-    let mut parts: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
-    fn spans<'s, 'a>(v: &'s mut Sides<'a>) -> &'s mut Vec<braid_core::speedlog::EpochPart<'a>> {
-        &mut v.1
-    }
+    // Every part of every window in range, borrowed from the table and the
+    // run, then sorted by window and group. The sort is stable, so a
+    // window's speed parts keep the table's order.
+    let mut parts: Vec<(i64, &GroupKey, Part<'_>)> = Vec::new();
     match (q.source, lead) {
         (SourceFilter::Batch, _) => {}
-        (_, Some(d)) => table.group_windows_into(
+        (_, Some(d)) => parts.extend(
             table
                 .states_led_by(&view.name, q.from, q.to, d)
                 .into_iter()
-                .filter(|(k, _)| in_range(k.window_start, &k.group)),
-            &mut parts,
-            spans,
+                .filter(|(k, _)| in_range(k.window_start, &k.group))
+                .map(|kp| speed_part(table, kp)),
         ),
-        (_, None) => table.group_windows_into(
+        (_, None) => parts.extend(
             table
                 .states_in(&view.name, q.from, q.to)
-                .filter(|(k, _)| in_range(k.window_start, &k.group)),
-            &mut parts,
-            spans,
+                .filter(|(k, _)| in_range(k.window_start, &k.group))
+                .map(|kp| speed_part(table, kp)),
         ),
     }
     let batch = batch.filter(|_| q.source != SourceFilter::Speed);
     if let Some(b) = batch {
         let keys: Box<dyn Iterator<Item = BatchEntry<'_>>> = match lead {
-            Some(d) => Box::new(batch_keys_led_by(b, q.from, q.to, d).into_iter()),
-            None => Box::new(batch_keys(b, q.from, q.to)),
+            Some(d) => Box::new(b.led_by(q.from, q.to, d)),
+            None => Box::new(b.range(q.from, q.to)),
         };
-        for ((start, group), v) in keys {
-            if in_range(*start, group) {
-                parts.entry((*start, group.clone())).or_default().0 = Some(v);
-            }
-        }
+        parts.extend(
+            keys.filter(|((start, group), _)| in_range(*start, group))
+                .map(|((start, group), v)| (*start, group, Part::Batch(v))),
+        );
     }
+    parts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let cut = match (q.source, batch) {
         (SourceFilter::Merged, Some(b)) => b.manifest.cut.clone(),
         _ => Cut::default(),
     };
-    let mut reporting: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    let mut reporting: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
     let mut merged = Vec::new();
-    for ((start, group), (b, spans)) in parts {
-        let wanted = group_matches(view, &group, q);
-        let reports = if wanted {
+    for window in parts.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+        let (start, group, _) = window[0];
+        let b = window.iter().find_map(|(_, _, p)| match p {
+            Part::Batch(v) => Some(*v),
+            Part::Speed(_) => None,
+        });
+        let spans = window.iter().filter_map(|(_, _, p)| match p {
+            Part::Speed(s) => Some(*s),
+            Part::Batch(_) => None,
+        });
+        let reports = if group_matches(view, group, q) {
             let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
                 continue;
             };
             let reports = m.state.count() > 0;
-            merged.push((start, group.clone(), m.state, m.batch, m.speed, m.source));
+            merged.push((start, group, m));
             reports
         } else {
             let mut reports = b.is_some_and(|(s, _)| s.count() > 0);
@@ -199,86 +344,36 @@ pub fn rows(
             && reports
             && let Some(Some(d)) = group.get(i)
         {
-            reporting.entry(start).or_default().insert(d.clone());
+            reporting.entry(start).or_default().insert(d);
         }
     }
+    let layout = Arc::new(RowLayout::of(view));
     Ok(merged
         .into_iter()
-        .filter_map(|(start, group, state, batch, speed, source)| {
+        .filter_map(|(start, group, m)| {
             let end = start + view.windowing.size_ms;
             // Final needs evidence: the batch run alone holds the window,
             // and the watermark has passed its end.
-            let covered = source == Source::Batch && wm.is_some_and(|w| w >= end);
+            let covered = m.source == Source::Batch && wm.is_some_and(|w| w >= end);
             let window_state = WindowState::of(end, wm, covered);
             if q.final_only && window_state != WindowState::Final {
                 return None;
             }
             let reporting_devices = view.expected_devices.map(|_| match device_pos {
                 Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
-                None => state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
+                None => m.state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
             });
             Some(row(
                 view,
-                start,
-                end,
-                &group,
-                &state,
-                batch,
-                speed,
-                source,
+                &layout,
+                (start, end),
+                group,
+                &m,
                 window_state,
                 reporting_devices,
             ))
         })
         .collect())
-}
-
-/// A batch run's window: its key and its state and counters.
-pub(crate) type BatchEntry<'a> = (&'a (i64, GroupKey), &'a (AggState, Counters));
-
-/// The batch run's windows starting in `[from, to)`, by range.
-pub(crate) fn batch_keys(
-    b: &BatchView,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> impl Iterator<Item = BatchEntry<'_>> {
-    b.windows
-        .range((from.unwrap_or(i64::MIN), Vec::new())..)
-        .take_while(move |((start, _), _)| to.is_none_or(|t| *start < t))
-}
-
-/// The batch run's windows starting in `[from, to)` whose group's first
-/// value is `lead`, by a skip scan (see `SpeedTable::states_led_by`).
-pub(crate) fn batch_keys_led_by<'a>(
-    b: &'a BatchView,
-    from: Option<i64>,
-    to: Option<i64>,
-    lead: &str,
-) -> Vec<BatchEntry<'a>> {
-    let seek = |start: i64| (start, vec![Some(lead.to_string())]);
-    let mut out = Vec::new();
-    let mut cursor = seek(from.unwrap_or(i64::MIN));
-    'seek: loop {
-        for (k, v) in b.windows.range(&cursor..) {
-            if to.is_some_and(|t| k.0 >= t) {
-                break 'seek;
-            }
-            match k.1.first().and_then(Option::as_deref).cmp(&Some(lead)) {
-                std::cmp::Ordering::Equal => out.push((k, v)),
-                // The cursor is reused: only its window moves.
-                std::cmp::Ordering::Less => {
-                    cursor.0 = k.0;
-                    continue 'seek;
-                }
-                std::cmp::Ordering::Greater => {
-                    cursor.0 = k.0.saturating_add(1);
-                    continue 'seek;
-                }
-            }
-        }
-        break;
-    }
-    out
 }
 
 pub(crate) fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {
@@ -292,38 +387,23 @@ pub(crate) fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool
     check("device_id", &q.device) && check("metric", &q.metric)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn row(
     view: &ViewDef,
-    start: i64,
-    end: i64,
+    layout: &Arc<RowLayout>,
+    (start, end): (i64, i64),
     group: &GroupKey,
-    state: &AggState,
-    batch: Counters,
-    speed: Counters,
-    source: Source,
+    m: &Merged,
     window_state: WindowState,
     reporting_devices: Option<u64>,
 ) -> Row {
-    let mut fields = Map::new();
-    for (name, value) in view.group_by.iter().zip(group) {
-        fields.insert(
-            name.clone(),
-            value.clone().map_or(Value::Null, Value::String),
-        );
-    }
-    for col in view.columns() {
-        let v = state
-            .value(col)
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Null, Value::Number);
-        fields.insert(col.name().to_string(), v);
-    }
+    let (batch, speed) = (m.batch, m.speed);
     Row {
         window_start: start,
         window_end: end,
-        fields,
-        source: source.name(),
+        group: group.clone(),
+        values: layout.columns.iter().map(|&c| m.state.value(c)).collect(),
+        layout: Arc::clone(layout),
+        source: m.source.name(),
         state: window_state.name(),
         readings: batch.readings + speed.readings,
         readings_batch: batch.readings,
@@ -431,17 +511,17 @@ pub fn to_arrow(
                 .with_timezone("UTC"),
         ),
     ];
-    for g in &view.group_by {
+    for (i, g) in view.group_by.iter().enumerate() {
         fields.push(Field::new(g, DataType::Utf8, true));
         cols.push(Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.fields.get(g).and_then(Value::as_str)),
+            rows.iter()
+                .map(|r| r.group.get(i).and_then(Option::as_deref)),
         )));
     }
-    for c in view.columns() {
+    for (i, c) in view.columns().into_iter().enumerate() {
         let name = c.name();
-        let values = rows
-            .iter()
-            .map(|r| r.fields.get(name).and_then(Value::as_f64));
+        // As in JSON, a value that is not finite is null.
+        let values = rows.iter().map(|r| r.finite(i));
         if c == Column::Count {
             fields.push(Field::new(name, DataType::UInt64, true));
             cols.push(Arc::new(UInt64Array::from_iter(

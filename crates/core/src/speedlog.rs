@@ -485,28 +485,17 @@ impl SpeedTable {
         &'a self,
         states: impl IntoIterator<Item = (&'a SpeedKey, &'a Published)>,
     ) -> BTreeMap<(i64, GroupKey), Vec<EpochPart<'a>>> {
-        let mut out = BTreeMap::new();
-        self.group_windows_into(states, &mut out, |spans| spans);
-        out
-    }
-
-    /// [`SpeedTable::group_windows`] into a map the caller owns, whose
-    /// values hold the spans (`spans` finds them) beside what else the
-    /// caller keeps per window.
-    pub fn group_windows_into<'a, V: Default>(
-        &'a self,
-        states: impl IntoIterator<Item = (&'a SpeedKey, &'a Published)>,
-        out: &mut BTreeMap<(i64, GroupKey), V>,
-        spans: impl Fn(&mut V) -> &mut Vec<EpochPart<'a>>,
-    ) {
+        let mut out: BTreeMap<(i64, GroupKey), Vec<EpochPart<'a>>> = BTreeMap::new();
         for (k, published) in states {
-            let entry = out.entry((k.window_start, k.group.clone())).or_default();
-            spans(entry).push((
-                self.span_of(k, published),
-                &published.state,
-                &published.counters,
-            ));
+            out.entry((k.window_start, k.group.clone()))
+                .or_default()
+                .push((
+                    self.span_of(k, published),
+                    &published.state,
+                    &published.counters,
+                ));
         }
+        out
     }
 
     /// The epoch span of a state's key: its end is known once sealed, and

@@ -191,14 +191,10 @@ fn check(view: &ViewDef, model: &RefView, q: &Query, got: &[Row]) -> Result<(), 
         ));
     }
     for (((start, group), w), row) in want.into_iter().zip(got) {
-        let name = |i: usize| view.group_by[i].as_str();
-        let row_group: Vec<Option<String>> = (0..view.group_by.len())
-            .map(|i| {
-                row.fields
-                    .get(name(i))
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
+        let row_group: Vec<Option<String>> = view
+            .group_by
+            .iter()
+            .map(|name| row.group_value(name).map(String::from))
             .collect();
         if row.window_start != *start || &row_group != group {
             return Err(format!(
@@ -230,12 +226,12 @@ fn check(view: &ViewDef, model: &RefView, q: &Query, got: &[Row]) -> Result<(), 
                 .value(col)
                 .and_then(serde_json::Number::from_f64)
                 .map_or(Value::Null, Value::Number);
-            if row.fields.get(col.name()) != Some(&want) {
+            if row.field(col.name()) != Some(want.clone()) {
                 return Err(format!(
                     "{} {start} {group:?} {}: {:?}, the model {want}",
                     view.name,
                     col.name(),
-                    row.fields.get(col.name())
+                    row.field(col.name())
                 ));
             }
         }
