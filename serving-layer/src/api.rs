@@ -194,7 +194,12 @@ fn view_answer(
                 speed_position: &position,
                 rows: &rows,
             };
-            Ok(warp::reply::json(&body).into_response())
+            // Sized up front: growing a large answer by doubling copies
+            // it over and over (a row is about 300 bytes).
+            let mut bytes = Vec::with_capacity(1024 + rows.len() * 320);
+            serde_json::to_writer(&mut bytes, &body)
+                .map_err(|e| ServingError::Internal(format!("encoding JSON: {e}")))?;
+            Ok(warp::reply::with_header(bytes, "content-type", "application/json").into_response())
         }
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),

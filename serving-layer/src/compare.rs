@@ -29,7 +29,7 @@ use braid_core::{Column, ViewDef};
 use serde_json::{Map, Value, json};
 
 use crate::batch::ServedRun;
-use crate::query::{Query, group_matches};
+use crate::query::{Query, group_filter};
 
 /// How many dropped speed states the comparison keeps before it evicts the
 /// oldest windows' states.
@@ -125,10 +125,9 @@ pub fn compare(
     view: &ViewDef,
     q: &Query,
 ) -> Result<(Vec<Map<String, Value>>, Value), MisalignedCut> {
+    let matches = group_filter(view, q);
     let in_range = |start: i64, group: &GroupKey| {
-        q.from.is_none_or(|f| start >= f)
-            && q.to.is_none_or(|t| start < t)
-            && group_matches(view, group, q)
+        q.from.is_none_or(|f| start >= f) && q.to.is_none_or(|t| start < t) && matches(group)
     };
     let cut = batch.map(|b| b.manifest.cut.clone()).unwrap_or_default();
     let mut sides: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();

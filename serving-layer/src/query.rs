@@ -8,7 +8,7 @@
 //! nothing for it after the cut, and the watermark has passed its end (no
 //! watermark, no `final`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -69,11 +69,13 @@ pub struct Row {
     pub window_start: i64,
     /// Window end, epoch ms.
     pub window_end: i64,
-    /// The group's values, in the order of the view's `group_by`.
-    pub group: GroupKey,
+    /// The group's values, in the order of the view's `group_by`; rows of
+    /// one answer share equal groups.
+    pub group: Arc<GroupKey>,
     /// The aggregate columns' values, in the order of
-    /// [`ViewDef::columns`]; `None` where a column has no value.
-    pub values: Vec<Option<f64>>,
+    /// [`ViewDef::columns`], NaN where a column has no value (held inline:
+    /// a view lists each aggregate once, so each column at most once).
+    values: [f64; COLUMNS],
     /// The names of `group` and `values`, shared by every row of an answer.
     pub layout: Arc<RowLayout>,
     /// Where the numbers came from.
@@ -101,6 +103,9 @@ pub struct Row {
     pub completeness: Option<f64>,
 }
 
+/// How many aggregate columns there are, so the most a view has.
+const COLUMNS: usize = 11;
+
 /// The names of a view's row fields: its group columns, its aggregate
 /// columns, and the order a JSON row lists them in.
 #[derive(Debug)]
@@ -123,6 +128,7 @@ impl RowLayout {
     /// The layout of `view`'s rows.
     pub fn of(view: &ViewDef) -> Self {
         let columns = view.columns();
+        debug_assert!(columns.len() <= COLUMNS, "a column listed twice");
         let mut order: BTreeMap<String, Slot> = BTreeMap::new();
         for (i, name) in view.group_by.iter().enumerate() {
             order.insert(name.clone(), Slot::Group(i));
@@ -155,11 +161,7 @@ impl Row {
     }
 
     fn finite(&self, i: usize) -> Option<f64> {
-        self.values
-            .get(i)
-            .copied()
-            .flatten()
-            .filter(|v| v.is_finite())
+        self.values.get(i).copied().filter(|v| v.is_finite())
     }
 
     /// The field `name` (a group or aggregate column) as the JSON answer
@@ -266,11 +268,10 @@ pub fn rows(
         ..q.clone()
     };
     let every_device = view.expected_devices.is_some() && device_pos.is_some();
-    let scan = if every_device { &all_devices } else { q };
+    let scan = group_filter(view, if every_device { &all_devices } else { q });
+    let wanted = group_filter(view, q);
     let in_range = |start: i64, group: &GroupKey| {
-        q.from.is_none_or(|f| start >= f)
-            && q.to.is_none_or(|t| start < t)
-            && group_matches(view, group, scan)
+        q.from.is_none_or(|f| start >= f) && q.to.is_none_or(|t| start < t) && scan(group)
     };
     // One device of a view grouped by device first, when no other device
     // is needed for completeness: seek to that device's groups.
@@ -315,7 +316,7 @@ pub fn rows(
         _ => Cut::default(),
     };
     let mut reporting: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
-    let mut merged = Vec::new();
+    let mut merged = Vec::with_capacity(parts.len());
     for window in parts.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
         let (start, group, _) = window[0];
         let b = window.iter().find_map(|(_, _, p)| match p {
@@ -326,7 +327,7 @@ pub fn rows(
             Part::Speed(s) => Some(*s),
             Part::Batch(_) => None,
         });
-        let reports = if group_matches(view, group, q) {
+        let reports = if wanted(group) {
             let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
                 continue;
             };
@@ -342,66 +343,82 @@ pub fn rows(
         };
         if let Some(i) = device_pos
             && reports
+            && view.expected_devices.is_some()
             && let Some(Some(d)) = group.get(i)
         {
             reporting.entry(start).or_default().insert(d);
         }
     }
     let layout = Arc::new(RowLayout::of(view));
-    Ok(merged
-        .into_iter()
-        .filter_map(|(start, group, m)| {
-            let end = start + view.windowing.size_ms;
-            // Final needs evidence: the batch run alone holds the window,
-            // and the watermark has passed its end.
-            let covered = m.source == Source::Batch && wm.is_some_and(|w| w >= end);
-            let window_state = WindowState::of(end, wm, covered);
-            if q.final_only && window_state != WindowState::Final {
-                return None;
-            }
-            let reporting_devices = view.expected_devices.map(|_| match device_pos {
-                Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
-                None => m.state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
-            });
-            Some(row(
-                view,
-                &layout,
-                (start, end),
-                group,
-                &m,
-                window_state,
-                reporting_devices,
-            ))
-        })
-        .collect())
+    // Equal groups are cloned once per answer.
+    let mut groups: HashMap<&GroupKey, Arc<GroupKey>> = HashMap::new();
+    let mut rows = Vec::with_capacity(merged.len());
+    for (start, group, m) in merged {
+        let end = start + view.windowing.size_ms;
+        // Final needs evidence: the batch run alone holds the window, and
+        // the watermark has passed its end.
+        let covered = m.source == Source::Batch && wm.is_some_and(|w| w >= end);
+        let window_state = WindowState::of(end, wm, covered);
+        if q.final_only && window_state != WindowState::Final {
+            continue;
+        }
+        let reporting_devices = view.expected_devices.map(|_| match device_pos {
+            Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
+            None => m.state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
+        });
+        let group = groups
+            .entry(group)
+            .or_insert_with(|| Arc::new(group.clone()));
+        rows.push(row(
+            view,
+            &layout,
+            (start, end),
+            Arc::clone(group),
+            &m,
+            window_state,
+            reporting_devices,
+        ));
+    }
+    Ok(rows)
 }
 
-pub(crate) fn group_matches(view: &ViewDef, group: &GroupKey, q: &Query) -> bool {
-    let check = |name: &str, want: &Option<String>| match (
-        want,
-        view.group_by.iter().position(|g| g == name),
-    ) {
-        (Some(w), Some(i)) => group.get(i).and_then(|v| v.as_deref()) == Some(w.as_str()),
-        _ => true,
+/// Whether a group of `view` matches `q`'s device and metric (a view not
+/// grouped by one matches any): the positions are looked up once.
+pub(crate) fn group_filter<'q>(view: &ViewDef, q: &'q Query) -> impl Fn(&GroupKey) -> bool + 'q {
+    let want = |name: &str, value: &'q Option<String>| {
+        let w = value.as_deref()?;
+        Some((view.group_by.iter().position(|g| g == name)?, w))
     };
-    check("device_id", &q.device) && check("metric", &q.metric)
+    let checks: Vec<(usize, &str)> = [want("device_id", &q.device), want("metric", &q.metric)]
+        .into_iter()
+        .flatten()
+        .collect();
+    move |group| {
+        checks
+            .iter()
+            .all(|&(i, w)| group.get(i).and_then(Option::as_deref) == Some(w))
+    }
 }
 
 fn row(
     view: &ViewDef,
     layout: &Arc<RowLayout>,
     (start, end): (i64, i64),
-    group: &GroupKey,
+    group: Arc<GroupKey>,
     m: &Merged,
     window_state: WindowState,
     reporting_devices: Option<u64>,
 ) -> Row {
     let (batch, speed) = (m.batch, m.speed);
+    let mut values = [f64::NAN; COLUMNS];
+    for (v, &c) in values.iter_mut().zip(&layout.columns) {
+        *v = m.state.value(c).unwrap_or(f64::NAN);
+    }
     Row {
         window_start: start,
         window_end: end,
-        group: group.clone(),
-        values: layout.columns.iter().map(|&c| m.state.value(c)).collect(),
+        group,
+        values,
         layout: Arc::clone(layout),
         source: m.source.name(),
         state: window_state.name(),
