@@ -270,12 +270,45 @@ pub struct PartitionSpeed {
     pub restore_id: Option<u64>,
     /// Sealed epochs, by start.
     pub sealed: BTreeMap<i64, i64>,
-    /// The newest state of each key.
-    pub states: BTreeMap<SpeedKey, Published>,
+    /// The newest state of each key, one group's windows together.
+    pub states: BTreeMap<StateKey, Published>,
     /// The highest offset any accepted state includes.
     pub max_offset: Option<i64>,
     /// The worker's last reported progress: next offset, largest event time.
     pub progress: Option<(i64, Option<i64>)>,
+}
+
+/// A state's key in a [`PartitionSpeed`]: ordered by view, group, window
+/// start, partition and epoch, so that one group's windows (one device's,
+/// in views grouped by device first) lie together and a device's range is
+/// one seek, not a seek per window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateKey(pub SpeedKey);
+
+impl Ord for StateKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (&self.0, &other.0);
+        (
+            &a.view,
+            &a.group,
+            a.window_start,
+            a.partition,
+            a.epoch_start,
+        )
+            .cmp(&(
+                &b.view,
+                &b.group,
+                b.window_start,
+                b.partition,
+                b.epoch_start,
+            ))
+    }
+}
+
+impl PartialOrd for StateKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// A published state as kept by a reader.
@@ -287,6 +320,56 @@ pub struct Published {
     pub state: AggState,
     /// Its counters.
     pub counters: Counters,
+}
+
+impl PartitionSpeed {
+    /// Appends to `out` the states of `view` (of the groups whose first
+    /// value is `lead`, if given) with window starts in `[from, to)`: a
+    /// skip scan that seeks to each group's `from` and past its `to`.
+    fn scan<'a>(
+        &'a self,
+        view: &str,
+        lead: Option<&str>,
+        from: Option<i64>,
+        to: Option<i64>,
+        out: &mut Vec<(&'a SpeedKey, &'a Published)>,
+    ) {
+        use std::ops::Bound;
+        let key = |group: GroupKey, window_start: i64, partition: i32, epoch_start: i64| {
+            StateKey(SpeedKey {
+                view: view.to_string(),
+                window_start,
+                group,
+                partition,
+                epoch_start,
+            })
+        };
+        let from = from.unwrap_or(i64::MIN);
+        let first = lead.map_or_else(Vec::new, |l| vec![Some(l.to_string())]);
+        let mut lo = Bound::Included(key(first, from, i32::MIN, i64::MIN));
+        'seek: loop {
+            for (k, published) in self.states.range((lo.as_ref(), Bound::Unbounded)) {
+                let s = &k.0;
+                if s.view != view
+                    || lead.is_some_and(|l| s.group.first().and_then(Option::as_deref) != Some(l))
+                {
+                    break 'seek;
+                }
+                if s.window_start < from {
+                    // Before the range in this group: to its start.
+                    lo = Bound::Included(key(s.group.clone(), from, i32::MIN, i64::MIN));
+                    continue 'seek;
+                }
+                if to.is_some_and(|t| s.window_start >= t) {
+                    // Past the range in this group: to the next group.
+                    lo = Bound::Excluded(key(s.group.clone(), i64::MAX, i32::MAX, i64::MAX));
+                    continue 'seek;
+                }
+                out.push((s, published));
+            }
+            break;
+        }
+    }
 }
 
 impl SpeedTable {
@@ -315,7 +398,7 @@ impl SpeedTable {
                 boundary,
                 ..
             } => {
-                p.states.retain(|k, _| k.epoch_start < boundary);
+                p.states.retain(|k, _| k.0.epoch_start < boundary);
                 p.sealed.retain(|&start, _| start < boundary);
                 p.restore_id = Some(restore_id);
                 p.max_offset = p.states.values().map(|s| s.max_offset).max();
@@ -333,6 +416,7 @@ impl SpeedTable {
                     return false;
                 }
                 p.restore_id = Some(restore_id);
+                let key = StateKey(key);
                 if p.states
                     .get(&key)
                     .is_some_and(|old| old.max_offset >= max_offset)
@@ -381,10 +465,10 @@ impl SpeedTable {
             let covered = |k: &SpeedKey| {
                 k.epoch_start < c && p.sealed.get(&k.epoch_start).is_some_and(|&end| end <= c)
             };
-            let keys: Vec<SpeedKey> = p.states.keys().filter(|k| covered(k)).cloned().collect();
+            let keys: Vec<StateKey> = p.states.keys().filter(|k| covered(&k.0)).cloned().collect();
             for k in keys {
                 if let Some(v) = p.states.remove(&k) {
-                    dropped.push((k, v));
+                    dropped.push((k.0, v));
                 }
             }
             p.sealed.retain(|_, end| *end > c);
@@ -398,33 +482,25 @@ impl SpeedTable {
     }
 
     /// Every partition's states of `view` whose window starts in
-    /// `[from, to)` (`None`: unbounded), found by range, not by scan.
+    /// `[from, to)` (`None`: unbounded): within each partition, a seek to
+    /// each group's first window in range and past its last.
     pub fn states_in<'a>(
         &'a self,
         view: &str,
         from: Option<i64>,
         to: Option<i64>,
     ) -> impl Iterator<Item = (&'a SpeedKey, &'a Published)> + use<'a> {
-        let lo = SpeedKey {
-            view: view.to_string(),
-            window_start: from.unwrap_or(i64::MIN),
-            group: Vec::new(),
-            partition: i32::MIN,
-            epoch_start: i64::MIN,
-        };
-        self.partitions.values().flat_map(move |ps| {
-            let lo = lo.clone();
-            let view = lo.view.clone();
-            ps.states
-                .range(lo..)
-                .take_while(move |(k, _)| k.view == view && to.is_none_or(|t| k.window_start < t))
-        })
+        let mut out = Vec::new();
+        for ps in self.partitions.values() {
+            ps.scan(view, None, from, to, &mut out);
+        }
+        out.into_iter()
     }
 
     /// Like [`SpeedTable::states_in`], only the states whose group's first
-    /// value is `lead` (a device, for views grouped by device first): a
-    /// skip scan that seeks past the other groups of each window, so one
-    /// device's windows cost about a seek each, whatever the fleet's size.
+    /// value is `lead` (a device, for views grouped by device first): those
+    /// groups lie together, so this costs a seek per group and partition,
+    /// whatever the fleet's size.
     pub fn states_led_by<'a>(
         &'a self,
         view: &str,
@@ -432,37 +508,9 @@ impl SpeedTable {
         to: Option<i64>,
         lead: &str,
     ) -> Vec<(&'a SpeedKey, &'a Published)> {
-        let seek = |window_start: i64| SpeedKey {
-            view: view.to_string(),
-            window_start,
-            group: vec![Some(lead.to_string())],
-            partition: i32::MIN,
-            epoch_start: i64::MIN,
-        };
         let mut out = Vec::new();
         for ps in self.partitions.values() {
-            let mut cursor = seek(from.unwrap_or(i64::MIN));
-            'seek: loop {
-                for (k, published) in ps.states.range(&cursor..) {
-                    if k.view != view || to.is_some_and(|t| k.window_start >= t) {
-                        break 'seek;
-                    }
-                    let first = k.group.first().and_then(Option::as_deref);
-                    match first.cmp(&Some(lead)) {
-                        std::cmp::Ordering::Equal => out.push((k, published)),
-                        // The cursor is reused: only its window moves.
-                        std::cmp::Ordering::Less => {
-                            cursor.window_start = k.window_start;
-                            continue 'seek;
-                        }
-                        std::cmp::Ordering::Greater => {
-                            cursor.window_start = k.window_start.saturating_add(1);
-                            continue 'seek;
-                        }
-                    }
-                }
-                break;
-            }
+            ps.scan(view, Some(lead), from, to, &mut out);
         }
         out
     }
@@ -695,8 +743,102 @@ mod tests {
         let left: Vec<i64> = t.partitions()[&0]
             .states
             .keys()
-            .map(|k| k.epoch_start)
+            .map(|k| k.0.epoch_start)
             .collect();
         assert_eq!(left, vec![15]);
+    }
+
+    /// The skip scans find exactly what a filter over every state finds,
+    /// for groups of one and two values, several views, partitions and
+    /// epochs, and every range and lead.
+    #[test]
+    fn skip_scans_equal_a_filter() {
+        let mut t = SpeedTable::default();
+        let groups: Vec<GroupKey> = vec![
+            vec![Some("d0".into())],
+            vec![Some("d1".into()), Some("m1".into())],
+            vec![Some("d1".into()), Some("m2".into())],
+            vec![Some("d1".into()), None],
+            vec![Some("d2".into()), Some("m1".into())],
+            vec![None, Some("m1".into())],
+            vec![],
+        ];
+        let mut n = 0;
+        for view in ["a", "b", "c"] {
+            for (gi, group) in groups.iter().enumerate() {
+                for w in 0..8i64 {
+                    // Not every group has every window.
+                    if (w + gi as i64) % 3 == 0 {
+                        continue;
+                    }
+                    for partition in 0..2 {
+                        for epoch_start in [0, 100] {
+                            n += 1;
+                            assert!(t.apply(SpeedMessage::State {
+                                key: SpeedKey {
+                                    view: view.into(),
+                                    window_start: w * 10,
+                                    group: group.clone(),
+                                    partition,
+                                    epoch_start,
+                                },
+                                restore_id: 1,
+                                max_offset: epoch_start + n,
+                                state: AggState::new(Parts::for_aggregates([Aggregate::Count])),
+                                counters: Counters::default(),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        let every: Vec<&SpeedKey> = t
+            .partitions()
+            .values()
+            .flat_map(|p| p.states.keys().map(|k| &k.0))
+            .collect();
+        let bounds = [
+            None,
+            Some(-5),
+            Some(0),
+            Some(15),
+            Some(20),
+            Some(70),
+            Some(200),
+        ];
+        fn sorted(mut v: Vec<&SpeedKey>) -> Vec<&SpeedKey> {
+            v.sort();
+            v
+        }
+        for from in bounds {
+            for to in bounds {
+                let in_range = |k: &&SpeedKey| {
+                    k.view == "b"
+                        && from.is_none_or(|f| k.window_start >= f)
+                        && to.is_none_or(|t| k.window_start < t)
+                };
+                let want: Vec<&SpeedKey> = every.iter().copied().filter(in_range).collect();
+                let got: Vec<&SpeedKey> = t.states_in("b", from, to).map(|(k, _)| k).collect();
+                assert_eq!(sorted(got), sorted(want), "states_in [{from:?}, {to:?})");
+                for lead in ["d0", "d1", "d2", "d3", ""] {
+                    let want: Vec<&SpeedKey> = every
+                        .iter()
+                        .copied()
+                        .filter(in_range)
+                        .filter(|k| k.group.first().and_then(Option::as_deref) == Some(lead))
+                        .collect();
+                    let got: Vec<&SpeedKey> = t
+                        .states_led_by("b", from, to, lead)
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .collect();
+                    assert_eq!(
+                        sorted(got),
+                        sorted(want),
+                        "states_led_by {lead} [{from:?}, {to:?})"
+                    );
+                }
+            }
+        }
     }
 }
