@@ -24,7 +24,7 @@ use braid_core::merge::{Counters, Cut, Merged, MisalignedCut, Source, merge_wind
 use braid_core::speedlog::{EpochPart, Published, SpeedKey, SpeedTable};
 use braid_core::watermark::WindowState;
 use braid_core::{Column, ViewDef};
-use serde::Serialize;
+use serde_json::ser::{CompactFormatter, Formatter};
 
 use crate::batch::{BatchEntry, ServedRun};
 use serde_json::Value;
@@ -60,9 +60,9 @@ pub enum SourceFilter {
 
 /// One row: one window of one group.
 ///
-/// Serialized as one flat JSON object: `window_start`, `window_end`, the
-/// group values and aggregate columns by name (in name order), then the
-/// source, state and counters.
+/// Written as one flat JSON object ([`Row::write_json`]): `window_start`,
+/// `window_end`, the group values and aggregate columns by name (in name
+/// order), then the source, state and counters.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// Window start, epoch ms.
@@ -113,8 +113,9 @@ pub struct RowLayout {
     group_by: Vec<String>,
     columns: Vec<Column>,
     /// Every name once, in name order (an aggregate column hides a group
-    /// column of the same name).
-    order: Vec<(String, Slot)>,
+    /// column of the same name), with the JSON that leads its value
+    /// (`,"name":`).
+    order: Vec<(String, Vec<u8>, Slot)>,
 }
 
 /// Where a named field of a row is.
@@ -139,7 +140,16 @@ impl RowLayout {
         Self {
             group_by: view.group_by.clone(),
             columns,
-            order: order.into_iter().collect(),
+            order: order
+                .into_iter()
+                .map(|(name, slot)| {
+                    let mut lead = b",".to_vec();
+                    // A string always serializes.
+                    let _ = serde_json::to_writer(&mut lead, &name);
+                    lead.push(b':');
+                    (name, lead, slot)
+                })
+                .collect(),
         }
     }
 }
@@ -167,7 +177,7 @@ impl Row {
     /// The field `name` (a group or aggregate column) as the JSON answer
     /// writes it; `None` when the row has no such field.
     pub fn field(&self, name: &str) -> Option<Value> {
-        let (_, slot) = self.layout.order.iter().find(|(n, _)| n == name)?;
+        let (_, _, slot) = self.layout.order.iter().find(|(n, ..)| n == name)?;
         Some(match *slot {
             Slot::Group(i) => self
                 .group
@@ -183,43 +193,80 @@ impl Row {
     }
 }
 
-impl Serialize for Row {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("window_start", &self.window_start)?;
-        m.serialize_entry("window_end", &self.window_end)?;
-        for (name, slot) in &self.layout.order {
+impl Row {
+    /// Appends the row to `out` as one flat JSON object, written directly
+    /// (the names' JSON is made once per answer, in [`RowLayout`]).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut f = CompactFormatter;
+        out.extend_from_slice(b"{\"window_start\":");
+        f.write_i64(out, self.window_start)?;
+        out.extend_from_slice(b",\"window_end\":");
+        f.write_i64(out, self.window_end)?;
+        for (_, lead, slot) in &self.layout.order {
+            out.extend_from_slice(lead);
             match *slot {
-                Slot::Group(i) => {
-                    m.serialize_entry(name, &self.group.get(i).and_then(Option::as_deref))?
-                }
-                Slot::Value(i) => m.serialize_entry(name, &self.finite(i))?,
+                Slot::Group(i) => match self.group.get(i).and_then(Option::as_deref) {
+                    Some(v) => serde_json::to_writer(&mut *out, v)?,
+                    None => out.extend_from_slice(b"null"),
+                },
+                Slot::Value(i) => match self.finite(i) {
+                    Some(v) => f.write_f64(out, v)?,
+                    None => out.extend_from_slice(b"null"),
+                },
             }
         }
-        m.serialize_entry("source", self.source)?;
-        m.serialize_entry("state", self.state)?;
-        for (name, v) in [
-            ("readings", self.readings),
-            ("readings_batch", self.readings_batch),
-            ("readings_speed", self.readings_speed),
-            ("late_readings", self.late_readings),
-            ("pending_historical", self.pending_historical),
-            ("duplicates_dropped", self.duplicates_dropped),
+        out.extend_from_slice(b",\"source\":");
+        serde_json::to_writer(&mut *out, self.source)?;
+        out.extend_from_slice(b",\"state\":");
+        serde_json::to_writer(&mut *out, self.state)?;
+        for (lead, v) in [
+            (&b",\"readings\":"[..], self.readings),
+            (b",\"readings_batch\":", self.readings_batch),
+            (b",\"readings_speed\":", self.readings_speed),
+            (b",\"late_readings\":", self.late_readings),
+            (b",\"pending_historical\":", self.pending_historical),
+            (b",\"duplicates_dropped\":", self.duplicates_dropped),
         ] {
-            m.serialize_entry(name, &v)?;
+            out.extend_from_slice(lead);
+            f.write_u64(out, v)?;
         }
         if let Some(v) = self.reporting_devices {
-            m.serialize_entry("reporting_devices", &v)?;
+            out.extend_from_slice(b",\"reporting_devices\":");
+            f.write_u64(out, v)?;
         }
         if let Some(v) = self.expected_devices {
-            m.serialize_entry("expected_devices", &v)?;
+            out.extend_from_slice(b",\"expected_devices\":");
+            f.write_u64(out, v)?;
         }
         if let Some(v) = self.completeness {
-            m.serialize_entry("completeness", &v)?;
+            out.extend_from_slice(b",\"completeness\":");
+            serde_json::to_writer(&mut *out, &v)?;
         }
-        m.end()
+        out.push(b'}');
+        Ok(())
     }
+
+    /// The row as a JSON value: what [`Row::write_json`] writes.
+    pub fn to_json(&self) -> Value {
+        let mut out = Vec::with_capacity(320);
+        match self.write_json(&mut out) {
+            Ok(()) => serde_json::from_slice(&out).unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+}
+
+/// Appends `rows` to `out` as a JSON array.
+pub fn write_json_rows(rows: &[Row], out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.push(b'[');
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        r.write_json(out)?;
+    }
+    out.push(b']');
+    Ok(())
 }
 
 /// The view's watermark from the speed workers' progress: the smallest
@@ -460,11 +507,7 @@ pub fn to_csv(view: &ViewDef, rows: &[Row]) -> String {
     if view.expected_devices.is_some() {
         header.extend(["reporting_devices", "expected_devices", "completeness"].map(String::from));
     }
-    csv_table(
-        &header,
-        rows.iter()
-            .map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
-    )
+    csv_table(&header, rows.iter().map(Row::to_json))
 }
 
 /// A CSV table: `header`, then one line per JSON object, each cell the
@@ -595,4 +638,74 @@ pub fn to_arrow(
     w.finish()?;
     drop(w);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use braid_core::ViewSet;
+    use serde_json::json;
+
+    /// The written JSON parses to the row's fields: strings escaped, a
+    /// missing group value and a value that is not finite as null, the
+    /// optional fields only where the view expects devices.
+    #[test]
+    fn rows_write_the_json_they_hold() {
+        let set = ViewSet::parse(
+            r#"
+[[views]]
+name = "v"
+window = "1m"
+group_by = ["device_id", "zone"]
+aggregates = ["count", "mean", "max"]
+expected_devices = 4
+"#,
+        )
+        .unwrap();
+        let view = &set.views[0];
+        let layout = Arc::new(RowLayout::of(view));
+        let mut values = [f64::NAN; COLUMNS];
+        values[0] = 3.0;
+        values[1] = f64::INFINITY;
+        values[2] = -0.25;
+        let row = Row {
+            window_start: 60_000,
+            window_end: 120_000,
+            group: Arc::new(vec![Some("a \"q\" \\ é \u{1}".into()), None]),
+            values,
+            layout,
+            source: "batch",
+            state: "final",
+            readings: 3,
+            readings_batch: 2,
+            readings_speed: 1,
+            late_readings: 4,
+            pending_historical: 5,
+            duplicates_dropped: 6,
+            reporting_devices: Some(1),
+            expected_devices: Some(4),
+            completeness: Some(0.25),
+        };
+        let mut out = Vec::new();
+        write_json_rows(std::slice::from_ref(&row), &mut out).unwrap();
+        let got: Value = serde_json::from_slice(&out).unwrap();
+        let want = json!([{
+            "window_start": 60_000, "window_end": 120_000,
+            "count": 3.0, "device_id": "a \"q\" \\ é \u{1}", "max": -0.25, "mean": null,
+            "zone": null, "source": "batch", "state": "final",
+            "readings": 3, "readings_batch": 2, "readings_speed": 1, "late_readings": 4,
+            "pending_historical": 5, "duplicates_dropped": 6,
+            "reporting_devices": 1, "expected_devices": 4, "completeness": 0.25,
+        }]);
+        assert_eq!(got, want);
+        // Names in name order after the window, as the answers list them.
+        let text = String::from_utf8(out).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("window_end") < at("count") && at("count") < at("device_id"));
+        assert!(at("mean") < at("zone") && at("zone") < at("source"));
+        assert_eq!(row.to_json(), want[0]);
+        assert_eq!(row.field("mean"), Some(Value::Null));
+        assert_eq!(row.value(Column::Max), Some(-0.25));
+        assert_eq!(row.group_value("zone"), None);
+    }
 }
