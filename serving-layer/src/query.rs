@@ -397,8 +397,10 @@ pub fn rows(
         }
     }
     let layout = Arc::new(RowLayout::of(view));
-    // Equal groups are cloned once per answer.
+    // Equal groups are cloned once per answer (one device's rows share
+    // one: the last group is tried before the map).
     let mut groups: HashMap<&GroupKey, Arc<GroupKey>> = HashMap::new();
+    let mut last: Option<Arc<GroupKey>> = None;
     let mut rows = Vec::with_capacity(merged.len());
     for (start, group, m) in merged {
         let end = start + view.windowing.size_ms;
@@ -413,14 +415,20 @@ pub fn rows(
             Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
             None => m.state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
         });
-        let group = groups
-            .entry(group)
-            .or_insert_with(|| Arc::new(group.clone()));
+        let group = match last.take() {
+            Some(g) if *g == *group => g,
+            _ => Arc::clone(
+                groups
+                    .entry(group)
+                    .or_insert_with(|| Arc::new(group.clone())),
+            ),
+        };
+        last = Some(Arc::clone(&group));
         rows.push(row(
             view,
             &layout,
             (start, end),
-            Arc::clone(group),
+            group,
             &m,
             window_state,
             reporting_devices,
