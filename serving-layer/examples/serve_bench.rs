@@ -3,9 +3,13 @@
 //! `serve_bench DEVICES` builds a `per_device` view of 1-minute windows for
 //! DEVICES devices: a published batch run holding 18 hours, and speed states
 //! for the 12 hours after its cut, in hourly epochs (the last one open). It
-//! serves the real query routes on one port and, on another, a bare warp
-//! route answering the same bytes as the benchmarked query, then prints
-//! both addresses and the query path and runs until stdin closes.
+//! serves the real query routes twice: `query`, with no answer cache, so
+//! every request merges and writes its rows; and `cached`, with the answer
+//! cache, while the speed table moves every 100 ms (the speed layer's
+//! default publish interval: each move makes the kept answer outdated). On
+//! a third port a bare warp route answers the same bytes as the
+//! benchmarked query. It prints the three addresses and runs until stdin
+//! closes.
 //!
 //! The query `scripts/bench serve` asks: one device, one day of windows
 //! across the seam (6 h to 30 h: 720 windows from batch, 720 from speed).
@@ -21,7 +25,9 @@ use braid_core::ViewSet;
 use braid_core::agg::AggState;
 use braid_core::merge::{Counters, Cut, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
-use braid_serving::{OPENAPI, Serving, api, batch::BatchViews, feed::SpeedFeed, metrics};
+use braid_serving::{
+    OPENAPI, Serving, api, batch::BatchViews, cache::AnswerCache, feed::SpeedFeed, metrics,
+};
 use braid_store::Layout;
 use braid_store::views::{Manifest, StagedRun};
 use warp::Filter;
@@ -88,7 +94,7 @@ async fn main() {
 
     // The speed layer: the 12 hours after the cut, one epoch per hour (as
     // offsets: one record per window and device), the last one open.
-    let feed = Arc::new(SpeedFeed::default());
+    let feed = SpeedFeed::default();
     {
         let mut t = feed.table.write().unwrap();
         t.apply(SpeedMessage::Restored {
@@ -136,18 +142,39 @@ async fn main() {
             max_event_ts: Some(D0 + 30 * HOUR),
         });
     }
-    feed.caught_up.store(true, Ordering::Relaxed);
-    let serving = Arc::new(Serving {
-        views: set.clone(),
-        feed,
-        baselines: braid_serving::forecast::BaselineCache::new(layout.clone()),
-        batch: BatchViews::new(layout),
-        http: metrics::HttpMetrics::default(),
-        openapi: serde_json::from_str(OPENAPI).unwrap(),
-        tokens: None,
-        alerts: Arc::new(braid_serving::alerts::AlertFeed::default()),
-        detectors: Default::default(),
-        webhook: None,
+    let table = feed.table.into_inner().unwrap();
+    let replica = |cache_bytes: usize| {
+        let feed = SpeedFeed {
+            table: std::sync::RwLock::new(table.clone()),
+            ..SpeedFeed::default()
+        };
+        feed.caught_up.store(true, Ordering::Relaxed);
+        Arc::new(Serving {
+            views: set.clone(),
+            feed: Arc::new(feed),
+            baselines: braid_serving::forecast::BaselineCache::new(layout.clone()),
+            batch: BatchViews::new(layout.clone()),
+            http: metrics::HttpMetrics::default(),
+            openapi: serde_json::from_str(OPENAPI).unwrap(),
+            tokens: None,
+            alerts: Arc::new(braid_serving::alerts::AlertFeed::default()),
+            detectors: Default::default(),
+            webhook: None,
+            answers: AnswerCache::new(cache_bytes),
+        })
+    };
+    let serving = replica(0);
+    let cached = replica(braid_serving::ANSWER_CACHE_BYTES);
+    // The cached replica's table moves as a live feed's does: a message
+    // read every 100 ms.
+    let moving = Arc::clone(&cached.feed);
+    std::thread::spawn(move || {
+        let mut next = 1;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            moving.table.write().unwrap().read_to(0, next);
+            next += 1;
+        }
     });
 
     let path = format!(
@@ -158,6 +185,10 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(api::routes(serving)).incoming(listener).run());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cached_addr = listener.local_addr().unwrap();
+    let cached_stats = Arc::clone(&cached);
+    tokio::spawn(warp::serve(api::routes(cached)).incoming(listener).run());
     let body = reqwest::get(format!("http://{addr}{path}"))
         .await
         .unwrap()
@@ -173,6 +204,7 @@ async fn main() {
     let bare_addr = listener.local_addr().unwrap();
     tokio::spawn(warp::serve(bare).incoming(listener).run());
     println!("query http://{addr}{path}");
+    println!("cached http://{cached_addr}{path}");
     println!("bare http://{bare_addr}/bare");
     println!(
         "ready: {devices} devices, {} batch windows, {} speed states",
@@ -185,4 +217,10 @@ async fn main() {
     })
     .await
     .unwrap();
+    let a = &cached_stats.answers;
+    eprintln!(
+        "answer cache: {} hits, {} misses",
+        a.hits.load(Ordering::Relaxed),
+        a.misses.load(Ordering::Relaxed)
+    );
 }

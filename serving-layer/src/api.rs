@@ -156,7 +156,19 @@ fn view_answer(
             view.name
         )));
     }
-    let (rows, wm, batch, position) = merged(s, view, &query)?;
+    let format = q.get("format").map(String::as_str);
+    if matches!(format, None | Some("json")) && min_completeness.is_none() {
+        let a = cached_answer(s, view, &query)?;
+        return json_answer(
+            view,
+            &a.rows,
+            a.watermark,
+            freshness,
+            a.run.as_deref(),
+            &a.position,
+        );
+    }
+    let (rows, wm, batch, position, _) = merged(s, view, &query)?;
     if let Some(min) = min_completeness {
         let short: Vec<&crate::query::Row> = rows
             .iter()
@@ -174,35 +186,11 @@ fn view_answer(
         }
     }
     let batch_header = batch.as_ref().map_or(Value::Null, |b| batch_json(b));
-    match q.get("format").map(String::as_str) {
+    match format {
         None | Some("json") => {
-            // The header through serde, then the rows written directly
-            // into a buffer sized for them (a row is about 300 bytes).
-            #[derive(serde::Serialize)]
-            struct Header<'a> {
-                view: &'a str,
-                watermark: Option<i64>,
-                freshness_ms: Option<i64>,
-                batch: Value,
-                speed_position: &'a SpeedPosition,
-            }
-            let header = Header {
-                view: &view.name,
-                watermark: wm,
-                freshness_ms: freshness,
-                batch: batch_header,
-                speed_position: &position,
-            };
-            let encoding =
-                |e: std::io::Error| ServingError::Internal(format!("encoding JSON: {e}"));
-            let mut bytes = Vec::with_capacity(1024 + rows.len() * 320);
-            serde_json::to_writer(&mut bytes, &header).map_err(|e| encoding(e.into()))?;
-            // Reopen the header's object for the rows.
-            bytes.pop();
-            bytes.extend_from_slice(b",\"rows\":");
+            let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
             crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
-            bytes.push(b'}');
-            Ok(warp::reply::with_header(bytes, "content-type", "application/json").into_response())
+            json_answer(view, &bytes, wm, freshness, batch.as_deref(), &position)
         }
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),
@@ -235,18 +223,93 @@ fn view_answer(
     }
 }
 
+fn encoding(e: std::io::Error) -> ServingError {
+    ServingError::Internal(format!("encoding JSON: {e}"))
+}
+
+/// The JSON rows of `view` for `query`: kept ones if the speed table and
+/// the batch run are those they were made from (see [`crate::cache`]),
+/// otherwise made and kept.
+fn cached_answer(
+    s: &Serving,
+    view: &braid_core::ViewDef,
+    query: &Query,
+) -> Result<Arc<crate::cache::Answer>, ServingError> {
+    let key = crate::cache::AnswerKey::of(&view.name, query);
+    {
+        let table = s
+            .feed
+            .table
+            .read()
+            .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
+        // The run is taken under the table's lock, as in `merged`.
+        let run = s.batch.cached(&view.name);
+        if let Some(a) = s.answers.get(&key, table.version(), run.as_ref()) {
+            return Ok(a);
+        }
+    }
+    let (rows, watermark, run, position, version) = merged(s, view, query)?;
+    let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
+    crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
+    let answer = Arc::new(crate::cache::Answer {
+        version,
+        run,
+        rows: bytes,
+        watermark,
+        position,
+    });
+    s.answers.put(key, Arc::clone(&answer));
+    Ok(answer)
+}
+
+/// A JSON answer: the header (view, watermark, freshness, batch run, speed
+/// position) through serde, then `rows`, a JSON array.
+fn json_answer(
+    view: &braid_core::ViewDef,
+    rows: &[u8],
+    watermark: Option<i64>,
+    freshness_ms: Option<i64>,
+    batch: Option<&crate::batch::ServedRun>,
+    speed_position: &SpeedPosition,
+) -> Result<warp::reply::Response, ServingError> {
+    #[derive(serde::Serialize)]
+    struct Header<'a> {
+        view: &'a str,
+        watermark: Option<i64>,
+        freshness_ms: Option<i64>,
+        batch: Value,
+        speed_position: &'a SpeedPosition,
+    }
+    let header = Header {
+        view: &view.name,
+        watermark,
+        freshness_ms,
+        batch: batch.map_or(Value::Null, batch_json),
+        speed_position,
+    };
+    let mut bytes = Vec::with_capacity(1024 + rows.len());
+    serde_json::to_writer(&mut bytes, &header).map_err(|e| encoding(e.into()))?;
+    // Reopen the header's object for the rows.
+    bytes.pop();
+    bytes.extend_from_slice(b",\"rows\":");
+    bytes.extend_from_slice(rows);
+    bytes.push(b'}');
+    Ok(warp::reply::with_header(bytes, "content-type", "application/json").into_response())
+}
+
 /// Per partition of `braid.speed`, the offset after the last message the
 /// replica has read: with the batch run, what an answer was made from (two
 /// replicas at the same run and position give the same answer).
 pub(crate) type SpeedPosition = std::collections::BTreeMap<i32, i64>;
 
-/// Rows, the view's watermark, the batch run merged in, and the speed
-/// position.
+/// Rows, the view's watermark, the batch run merged in, the speed
+/// position, and the speed table's version.
 pub(crate) type Merged = (
     Vec<crate::query::Row>,
     Option<i64>,
     Option<Arc<crate::batch::ServedRun>>,
     SpeedPosition,
+    u64,
 );
 
 /// The merged rows of `view` for `query` (after [`query_of`] refreshed the
@@ -271,6 +334,7 @@ pub(crate) fn merged(
         watermark(&table, view),
         batch,
         table.position().clone(),
+        table.version(),
     ))
 }
 

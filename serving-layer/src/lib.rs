@@ -18,6 +18,7 @@
 pub mod alerts;
 pub mod api;
 pub mod batch;
+pub mod cache;
 pub mod compare;
 pub mod dashboard;
 pub mod feed;
@@ -82,7 +83,12 @@ pub struct Serving {
     pub detectors: braid_core::detect::Detectors,
     /// The alert webhook's counts, when one is set.
     pub webhook: Option<Arc<webhook::WebhookStats>>,
+    /// Merged answers kept while what they were made from is unchanged.
+    pub answers: cache::AnswerCache,
 }
+
+/// How many bytes of JSON rows a replica keeps ([`cache::AnswerCache`]).
+pub const ANSWER_CACHE_BYTES: usize = 64 << 20;
 
 /// Why serving stopped.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +141,7 @@ pub fn start(
         baselines: forecast::BaselineCache::new(braid_store::Layout::new(&config.data_dir)),
         detectors: config.detectors.clone(),
         webhook,
+        answers: cache::AnswerCache::new(ANSWER_CACHE_BYTES),
     }))
 }
 

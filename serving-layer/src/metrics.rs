@@ -99,6 +99,21 @@ pub fn render(s: &Serving) -> String {
         ],
     );
     family(
+        "braid_serving_answer_cache_total",
+        "counter",
+        "Merged JSON answers, by whether the answer cache held them.",
+        &[
+            (
+                r#"{outcome="hit"}"#.into(),
+                s.answers.hits.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                r#"{outcome="miss"}"#.into(),
+                s.answers.misses.load(Ordering::Relaxed).to_string(),
+            ),
+        ],
+    );
+    family(
         "braid_serving_caught_up",
         "gauge",
         "1 once the replica has read braid.speed up to where it was at start.",

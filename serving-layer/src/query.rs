@@ -47,7 +47,7 @@ pub struct Query {
 }
 
 /// Which side answers a query.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SourceFilter {
     /// Batch and speed, merged at the cut.
     #[default]

@@ -261,6 +261,8 @@ pub struct SpeedTable {
     /// Per partition of the log the messages are read from, the offset
     /// after the last one read (see [`SpeedTable::read_to`]).
     position: BTreeMap<i32, i64>,
+    /// How many times the table has changed (see [`SpeedTable::version`]).
+    version: u64,
 }
 
 /// One partition's part of a [`SpeedTable`].
@@ -378,6 +380,7 @@ impl SpeedTable {
     /// function of what it read, so two tables at the same position are
     /// equal, and an answer can say which position it was made from.
     pub fn read_to(&mut self, log_partition: i32, next_offset: i64) {
+        self.version += 1;
         let at = self.position.entry(log_partition).or_default();
         *at = (*at).max(next_offset);
     }
@@ -388,9 +391,18 @@ impl SpeedTable {
         &self.position
     }
 
+    /// A count of the table's changes: every call that takes it mutably
+    /// ([`SpeedTable::read_to`], [`SpeedTable::apply`],
+    /// [`SpeedTable::drop_below`]) adds one, so anything computed from the
+    /// table at one version holds for as long as the version is the same.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// Applies one message; `false` when it was ignored (a stale restore or
     /// an older value of a key).
     pub fn apply(&mut self, msg: SpeedMessage) -> bool {
+        self.version += 1;
         let p = self.partitions.entry(msg.partition()).or_default();
         match msg {
             SpeedMessage::Restored {
@@ -459,6 +471,7 @@ impl SpeedTable {
     /// Drops the states of epochs that end at or before `cut` (a batch run
     /// now holds them), and hands them back.
     pub fn drop_below(&mut self, cut: &crate::merge::Cut) -> Vec<(SpeedKey, Published)> {
+        self.version += 1;
         let mut dropped = Vec::new();
         for (&partition, p) in &mut self.partitions {
             let c = cut.offset(partition);

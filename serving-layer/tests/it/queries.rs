@@ -135,6 +135,7 @@ async fn rows_carry_values_and_metadata() {
         ],
     )
     .await;
+    let set2 = set.clone();
     let base = crate::serve(broker.brokers(), dir.path(), set, &stop).await;
 
     let http = reqwest::Client::new();
@@ -231,6 +232,59 @@ async fn rows_carry_values_and_metadata() {
         .await
         .unwrap();
     assert_eq!(status["speed"]["caught_up"], true);
+
+    // The answer cache: a repeated query is answered from it, with the
+    // same rows, and a message read makes the kept answer outdated.
+    let url = format!("{base}/v1/views/per_device?from={T0}");
+    let hits = || async {
+        let m = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix(r#"braid_serving_answer_cache_total{outcome="hit"} "#))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no answer cache hits in /metrics: {m}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = hits().await;
+        let again: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(again["rows"], answer["rows"]);
+        if hits().await > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a repeated query never hit the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let more: Vec<f64> = (0..11).map(f64::from).collect();
+    publish(&broker.brokers(), &[state(&set2, "d2", 10, 2, &more, 0)]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let total: u64 = a["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["readings"].as_u64().unwrap())
+            .sum();
+        if total == 31 {
+            break;
+        }
+        assert_eq!(total, 30, "{a}");
+        assert!(
+            Instant::now() < deadline,
+            "the new state never showed: a kept answer outlived its table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.cancel();
 }
 
