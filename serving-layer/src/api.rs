@@ -164,7 +164,7 @@ fn view_answer(
             &a.rows,
             a.watermark,
             freshness,
-            a.run.as_deref(),
+            a.batch.clone(),
             &a.position,
         );
     }
@@ -190,7 +190,7 @@ fn view_answer(
         None | Some("json") => {
             let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
             crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
-            json_answer(view, &bytes, wm, freshness, batch.as_deref(), &position)
+            json_answer(view, &bytes, wm, freshness, batch_header, &position)
         }
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),
@@ -253,7 +253,8 @@ fn cached_answer(
     crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
     let answer = Arc::new(crate::cache::Answer {
         version,
-        run,
+        batch: run.as_ref().map_or(Value::Null, |b| batch_json(b)),
+        run: run.as_ref().map(Arc::downgrade),
         rows: bytes,
         watermark,
         position,
@@ -262,14 +263,14 @@ fn cached_answer(
     Ok(answer)
 }
 
-/// A JSON answer: the header (view, watermark, freshness, batch run, speed
-/// position) through serde, then `rows`, a JSON array.
+/// A JSON answer: the header (view, watermark, freshness, the batch run's
+/// header, speed position) through serde, then `rows`, a JSON array.
 fn json_answer(
     view: &braid_core::ViewDef,
     rows: &[u8],
     watermark: Option<i64>,
     freshness_ms: Option<i64>,
-    batch: Option<&crate::batch::ServedRun>,
+    batch: Value,
     speed_position: &SpeedPosition,
 ) -> Result<warp::reply::Response, ServingError> {
     #[derive(serde::Serialize)]
@@ -284,7 +285,7 @@ fn json_answer(
         view: &view.name,
         watermark,
         freshness_ms,
-        batch: batch.map_or(Value::Null, batch_json),
+        batch,
         speed_position,
     };
     let mut bytes = Vec::with_capacity(1024 + rows.len());

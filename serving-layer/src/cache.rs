@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::api::SpeedPosition;
 use crate::batch::ServedRun;
@@ -51,8 +51,12 @@ impl AnswerKey {
 pub struct Answer {
     /// The speed table's version it was made at.
     pub version: u64,
-    /// The batch run it was merged with.
-    pub run: Option<Arc<ServedRun>>,
+    /// The batch run it was merged with, weakly: a kept answer does not
+    /// keep a replaced run's windows in memory. A `Weak` keeps the run's
+    /// allocation, so no later run can have its address.
+    pub run: Option<Weak<ServedRun>>,
+    /// The answer's `batch` header: that run's id, time and cut.
+    pub batch: serde_json::Value,
     /// The rows as a JSON array.
     pub rows: Vec<u8>,
     /// The view's watermark.
@@ -66,7 +70,7 @@ impl Answer {
     fn made_from(&self, version: u64, run: Option<&Arc<ServedRun>>) -> bool {
         self.version == version
             && match (&self.run, run) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (Some(a), Some(b)) => std::ptr::eq(a.as_ptr(), Arc::as_ptr(b)),
                 (None, None) => true,
                 _ => false,
             }
@@ -150,6 +154,7 @@ mod tests {
         Arc::new(Answer {
             version,
             run: None,
+            batch: serde_json::Value::Null,
             rows: vec![b' '; size],
             watermark: None,
             position: SpeedPosition::default(),
@@ -197,8 +202,27 @@ mod tests {
             cache.get(&key("a"), 7, Some(&run)).is_none(),
             "a batch run was published"
         );
-        assert_eq!(cache.hits.load(Ordering::Relaxed), 1);
-        assert_eq!(cache.misses.load(Ordering::Relaxed), 3);
+        let with_run = Answer {
+            version: 7,
+            run: Some(Arc::downgrade(&run)),
+            batch: serde_json::Value::Null,
+            rows: b"[]".to_vec(),
+            watermark: None,
+            position: SpeedPosition::default(),
+        };
+        cache.put(key("a"), Arc::new(with_run));
+        assert!(cache.get(&key("a"), 7, Some(&run)).is_some());
+        assert!(cache.get(&key("a"), 7, None).is_none(), "the run withdrawn");
+        let other = Arc::new(ServedRun::new(braid_store::views::BatchView {
+            manifest: run.manifest.clone(),
+            windows: Default::default(),
+        }));
+        assert!(
+            cache.get(&key("a"), 7, Some(&other)).is_none(),
+            "another run, even of the same id"
+        );
+        assert_eq!(cache.hits.load(Ordering::Relaxed), 2);
+        assert_eq!(cache.misses.load(Ordering::Relaxed), 5);
     }
 
     #[test]
