@@ -237,13 +237,7 @@ fn cached_answer(
 ) -> Result<Arc<crate::cache::Answer>, ServingError> {
     let key = crate::cache::AnswerKey::of(&view.name, query);
     {
-        let table = s
-            .feed
-            .table
-            .read()
-            .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
-        // The run is taken under the table's lock, as in `merged`.
-        let run = s.batch.cached(&view.name);
+        let (table, run) = snapshot(s, view)?;
         if let Some(a) = s.answers.get(&key, table.version(), run.as_ref()) {
             return Ok(a);
         }
@@ -313,6 +307,28 @@ pub(crate) type Merged = (
     u64,
 );
 
+/// The speed table, read-locked, and the batch run of `view` taken under
+/// that lock (see [`crate::batch::BatchViews::refresh`]): what an answer is
+/// made from.
+fn snapshot<'s>(
+    s: &'s Serving,
+    view: &braid_core::ViewDef,
+) -> Result<
+    (
+        std::sync::RwLockReadGuard<'s, braid_core::speedlog::SpeedTable>,
+        Option<Arc<crate::batch::ServedRun>>,
+    ),
+    ServingError,
+> {
+    let table = s
+        .feed
+        .table
+        .read()
+        .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
+    let run = s.batch.cached(&view.name);
+    Ok((table, run))
+}
+
 /// The merged rows of `view` for `query` (after [`query_of`] refreshed the
 /// batch side), its watermark, the batch run they were merged with, and
 /// the speed position they were made from.
@@ -321,13 +337,7 @@ pub(crate) fn merged(
     view: &braid_core::ViewDef,
     query: &Query,
 ) -> Result<Merged, ServingError> {
-    let table = s
-        .feed
-        .table
-        .read()
-        .map_err(|_| ServingError::Contract("speed table poisoned".into()))?;
-    // The run is taken under the table's lock: see BatchViews::refresh.
-    let batch = s.batch.cached(&view.name);
+    let (table, batch) = snapshot(s, view)?;
     let rows = rows(&table, batch.as_deref(), view, query)
         .map_err(|e| ServingError::Internal(format!("merging {}: {e}", view.name)))?;
     Ok((
@@ -416,12 +426,7 @@ fn compare_answer(
 ) -> Result<warp::reply::Response, ServingError> {
     let (view, query) = query_of(s, name, q, authorization)?;
     let (rows, summary, batch) = {
-        let table = s
-            .feed
-            .table
-            .read()
-            .map_err(|_| ServingError::Internal("speed table poisoned".into()))?;
-        let batch = s.batch.cached(&view.name);
+        let (table, batch) = snapshot(s, view)?;
         let retired = s.batch.retired();
         let (rows, summary) = compare(&table, &retired, batch.as_deref(), view, &query)
             .map_err(|e| ServingError::Internal(format!("comparing {}: {e}", view.name)))?;

@@ -43,6 +43,21 @@ pub(crate) async fn publish(brokers: &str, msgs: &[SpeedMessage]) {
     }
 }
 
+/// The readings of every row of an answer.
+fn readings(answer: &Value) -> u64 {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["readings"].as_u64().unwrap())
+        .sum()
+}
+
+/// The body of `GET url`.
+async fn text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// The state of one device in one epoch: `values`, with counters.
 fn state(
     set: &ViewSet,
@@ -149,12 +164,7 @@ async fn rows_carry_values_and_metadata() {
             .json()
             .await
             .unwrap();
-        let total: u64 = a["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["readings"].as_u64().unwrap())
-            .sum();
+        let total = readings(&a);
         if total == 30 {
             break a;
         }
@@ -182,14 +192,7 @@ async fn rows_carry_values_and_metadata() {
         .unwrap();
     let one: Value = one.json().await.unwrap();
     assert_eq!(one["rows"].as_array().unwrap().len(), 1);
-    let csv = http
-        .get(format!("{base}/v1/views/per_device?format=csv"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv = text(&http, &format!("{base}/v1/views/per_device?format=csv")).await;
     assert!(
         csv.starts_with("window_start,window_end,device_id,count,mean,max,source"),
         "{csv}"
@@ -237,14 +240,7 @@ async fn rows_carry_values_and_metadata() {
     // same rows, and a message read makes the kept answer outdated.
     let url = format!("{base}/v1/views/per_device?from={T0}");
     let hits = || async {
-        let m = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = text(&http, &format!("{base}/metrics")).await;
         m.lines()
             .find_map(|l| l.strip_prefix(r#"braid_serving_answer_cache_total{outcome="hit"} "#))
             .and_then(|v| v.parse::<u64>().ok())
@@ -269,12 +265,7 @@ async fn rows_carry_values_and_metadata() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let a: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-        let total: u64 = a["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["readings"].as_u64().unwrap())
-            .sum();
+        let total = readings(&a);
         if total == 31 {
             break;
         }
