@@ -187,11 +187,14 @@ fn view_answer(
     }
     let batch_header = batch.as_ref().map_or(Value::Null, |b| batch_json(b));
     match format {
-        None | Some("json") => {
-            let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
-            crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
-            json_answer(view, &bytes, wm, freshness, batch_header, &position)
-        }
+        None | Some("json") => json_answer(
+            view,
+            &rows_json(&rows)?,
+            wm,
+            freshness,
+            batch_header,
+            &position,
+        ),
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),
             "content-type",
@@ -227,6 +230,14 @@ fn encoding(e: std::io::Error) -> ServingError {
     ServingError::Internal(format!("encoding JSON: {e}"))
 }
 
+/// `rows` as a JSON array, in a buffer sized for them (a row is about 300
+/// bytes).
+fn rows_json(rows: &[crate::query::Row]) -> Result<Vec<u8>, ServingError> {
+    let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
+    crate::query::write_json_rows(rows, &mut bytes).map_err(encoding)?;
+    Ok(bytes)
+}
+
 /// The JSON rows of `view` for `query`: kept ones if the speed table and
 /// the batch run are those they were made from (see [`crate::cache`]),
 /// otherwise made and kept.
@@ -243,13 +254,11 @@ fn cached_answer(
         }
     }
     let (rows, watermark, run, position, version) = merged(s, view, query)?;
-    let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
-    crate::query::write_json_rows(&rows, &mut bytes).map_err(encoding)?;
     let answer = Arc::new(crate::cache::Answer {
         version,
         batch: run.as_ref().map_or(Value::Null, |b| batch_json(b)),
         run: run.as_ref().map(Arc::downgrade),
-        rows: bytes,
+        rows: rows_json(&rows)?,
         watermark,
         position,
     });

@@ -154,7 +154,7 @@ impl BatchViews {
         {
             return Ok(());
         }
-        let bv = Arc::new(ServedRun::new(read_run(&self.layout, view, &run)?));
+        let bv = read_run(&self.layout, view, &run)?;
         let want = definition_hash(view, views);
         if bv.manifest.definition_hash != want {
             tracing::warn!(view = %view.name, run = %run, "the published batch run was made from another definition of the view: not used until the next batch run");
@@ -163,6 +163,8 @@ impl BatchViews {
             }
             return Ok(());
         }
+        // Indexed only once it is known to be used.
+        let bv = Arc::new(ServedRun::new(bv));
         tracing::info!(view = %view.name, run = %run, windows = bv.len(), "batch run loaded");
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(view.name.clone(), bv);
