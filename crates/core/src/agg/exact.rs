@@ -617,6 +617,18 @@ fn mean_small(m: u128, negative: bool, exp: i64, n: u64) -> Option<f64> {
     if nbits > 62 {
         return None;
     }
+    // Both exact as f64 (as sums of sensor readings often are): the IEEE
+    // quotient is the correctly rounded m / n, and moving its exponent by
+    // `exp` is exact while the result stays normal.
+    if mbits <= 53 && nbits <= 53 {
+        let q = m as f64 / n as f64;
+        let bits = q.to_bits();
+        let biased = ((bits >> 52) & 0x7ff) as i64 + exp;
+        if (1..=2046).contains(&biased) {
+            let v = f64::from_bits((bits & !(0x7ff << 52)) | ((biased as u64) << 52));
+            return Some(if negative { -v } else { v });
+        }
+    }
     // Scale so that the quotient has >= 66 bits; m << k keeps < 129 bits.
     let k = (66 + nbits as i64 - mbits as i64).max(0) as u32;
     let scaled = m << k;
