@@ -158,15 +158,7 @@ fn view_answer(
     }
     let format = q.get("format").map(String::as_str);
     if matches!(format, None | Some("json")) && min_completeness.is_none() {
-        let a = cached_answer(s, view, &query)?;
-        return json_answer(
-            view,
-            &a.rows,
-            a.watermark,
-            freshness,
-            a.batch.clone(),
-            &a.position,
-        );
+        return cached_json(s, view, &query, freshness);
     }
     let (rows, wm, batch, position, _) = merged(s, view, &query)?;
     if let Some(min) = min_completeness {
@@ -189,11 +181,12 @@ fn view_answer(
     match format {
         None | Some("json") => json_answer(
             view,
-            &rows_json(&rows)?,
             wm,
             freshness,
             batch_header,
             &position,
+            rows.len() * ROW_JSON_BYTES,
+            |out| crate::query::write_json_rows(&rows, out),
         ),
         Some("csv") => Ok(warp::reply::with_header(
             to_csv(view, &rows),
@@ -226,55 +219,86 @@ fn view_answer(
     }
 }
 
+/// About how many bytes a row's JSON takes, to size answers' buffers.
+const ROW_JSON_BYTES: usize = 320;
+
 fn encoding(e: std::io::Error) -> ServingError {
     ServingError::Internal(format!("encoding JSON: {e}"))
 }
 
-/// `rows` as a JSON array, in a buffer sized for them (a row is about 300
-/// bytes).
-fn rows_json(rows: &[crate::query::Row]) -> Result<Vec<u8>, ServingError> {
-    let mut bytes = Vec::with_capacity(2 + rows.len() * 320);
-    crate::query::write_json_rows(rows, &mut bytes).map_err(encoding)?;
-    Ok(bytes)
-}
-
-/// The JSON rows of `view` for `query`: kept ones if the speed table and
-/// the batch run are those they were made from (see [`crate::cache`]),
-/// otherwise made and kept.
-fn cached_answer(
+/// The JSON answer of `view` for `query` with its rows kept ones, if the
+/// speed table and the batch run are those they were made from (see
+/// [`crate::cache`]); otherwise merged and written straight into the
+/// answer, and kept (a copy) when the cache takes them.
+fn cached_json(
     s: &Serving,
     view: &braid_core::ViewDef,
     query: &Query,
-) -> Result<Arc<crate::cache::Answer>, ServingError> {
+    freshness: Option<i64>,
+) -> Result<warp::reply::Response, ServingError> {
     let key = crate::cache::AnswerKey::of(&view.name, query);
     {
         let (table, run) = snapshot(s, view)?;
         if let Some(a) = s.answers.get(&key, table.version(), run.as_ref()) {
-            return Ok(a);
+            return json_answer(
+                view,
+                a.watermark,
+                freshness,
+                a.batch.clone(),
+                &a.position,
+                a.rows.len(),
+                |out| {
+                    out.extend_from_slice(&a.rows);
+                    Ok(())
+                },
+            );
         }
     }
     let (rows, watermark, run, position, version) = merged(s, view, query)?;
-    let answer = Arc::new(crate::cache::Answer {
-        version,
-        batch: run.as_ref().map_or(Value::Null, |b| batch_json(b)),
-        run: run.as_ref().map(Arc::downgrade),
-        rows: rows_json(&rows)?,
+    let batch = run.as_ref().map_or(Value::Null, |b| batch_json(b));
+    let mut kept = None;
+    let size = rows.len() * ROW_JSON_BYTES;
+    let answer = json_answer(
+        view,
         watermark,
-        position,
-    });
-    s.answers.put(key, Arc::clone(&answer));
+        freshness,
+        batch.clone(),
+        &position,
+        size,
+        |out| {
+            let from = out.len();
+            crate::query::write_json_rows(&rows, out)?;
+            if s.answers.takes(out.len() - from) {
+                kept = Some(out[from..].to_vec());
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(rows) = kept {
+        let a = crate::cache::Answer {
+            version,
+            batch,
+            run: run.as_ref().map(Arc::downgrade),
+            rows,
+            watermark,
+            position,
+        };
+        s.answers.put(key, Arc::new(a));
+    }
     Ok(answer)
 }
 
 /// A JSON answer: the header (view, watermark, freshness, the batch run's
-/// header, speed position) through serde, then `rows`, a JSON array.
+/// header, speed position) through serde, then the rows `write_rows`
+/// appends (a JSON array, about `rows_size` bytes), in one buffer.
 fn json_answer(
     view: &braid_core::ViewDef,
-    rows: &[u8],
     watermark: Option<i64>,
     freshness_ms: Option<i64>,
     batch: Value,
     speed_position: &SpeedPosition,
+    rows_size: usize,
+    write_rows: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
 ) -> Result<warp::reply::Response, ServingError> {
     #[derive(serde::Serialize)]
     struct Header<'a> {
@@ -291,12 +315,12 @@ fn json_answer(
         batch,
         speed_position,
     };
-    let mut bytes = Vec::with_capacity(1024 + rows.len());
+    let mut bytes = Vec::with_capacity(1024 + rows_size);
     serde_json::to_writer(&mut bytes, &header).map_err(|e| encoding(e.into()))?;
     // Reopen the header's object for the rows.
     bytes.pop();
     bytes.extend_from_slice(b",\"rows\":");
-    bytes.extend_from_slice(rows);
+    write_rows(&mut bytes).map_err(encoding)?;
     bytes.push(b'}');
     Ok(warp::reply::with_header(bytes, "content-type", "application/json").into_response())
 }

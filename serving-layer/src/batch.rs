@@ -14,18 +14,21 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use braid_core::agg::AggState;
+use braid_core::agg::{AggState, Column};
 use braid_core::fold::GroupKey;
 use braid_core::merge::{Counters, Cut};
 use braid_core::speedlog::SpeedTable;
 use braid_core::{ViewDef, ViewSet};
-use braid_store::views::{BatchView, Manifest, current_run, definition_hash, read_run};
+use braid_store::views::{
+    BatchView, CurrentStamp, Manifest, current_run, current_stamp, definition_hash, read_run,
+};
 use braid_store::{Layout, StoreError};
 
 use crate::compare::Retired;
 
-/// A batch run's window: its key and its state and counters.
-pub type BatchEntry<'a> = (&'a (i64, GroupKey), &'a (AggState, Counters));
+/// A batch run's window: its key, its state and counters, and its value
+/// per column of the view (see [`ServedRun::new`]).
+pub type BatchEntry<'a> = (&'a (i64, GroupKey), &'a (AggState, Counters), &'a [f64]);
 
 /// A published run as the serving layer keeps it.
 #[derive(Debug)]
@@ -37,12 +40,22 @@ pub struct ServedRun {
     /// Per first group value (the device, in views grouped by device
     /// first), the positions in `windows` of its windows, ascending.
     by_lead: HashMap<String, Vec<usize>>,
+    /// Each window's value per column, `columns` to a window, in the order
+    /// of `windows`: a window the batch run alone answers for is written
+    /// from these, with no state rounded per query.
+    values: Vec<f64>,
+    columns: usize,
 }
 
 impl ServedRun {
-    /// Indexes `run`.
-    pub fn new(run: BatchView) -> Self {
+    /// Indexes `run`, whose view has `columns` (NaN where a window has no
+    /// value).
+    pub fn new(run: BatchView, columns: &[Column]) -> Self {
         let windows: Vec<_> = run.windows.into_iter().collect();
+        let values = windows
+            .iter()
+            .flat_map(|(_, (state, _))| columns.iter().map(|&c| state.value(c).unwrap_or(f64::NAN)))
+            .collect();
         let mut by_lead: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, ((_, group), _)) in windows.iter().enumerate() {
             if let Some(Some(lead)) = group.first() {
@@ -58,7 +71,14 @@ impl ServedRun {
             manifest: run.manifest,
             windows,
             by_lead,
+            values,
+            columns: columns.len(),
         }
+    }
+
+    fn entry(&self, i: usize) -> BatchEntry<'_> {
+        let (k, v) = &self.windows[i];
+        (k, v, &self.values[i * self.columns..(i + 1) * self.columns])
     }
 
     /// How many windows the run holds.
@@ -81,7 +101,7 @@ impl ServedRun {
         let hi = to.map_or(self.windows.len(), |t| {
             self.windows.partition_point(|((s, _), _)| *s < t)
         });
-        self.windows[lo..hi.max(lo)].iter().map(|(k, v)| (k, v))
+        (lo..hi.max(lo)).map(|i| self.entry(i))
     }
 
     /// The windows starting in `[from, to)` whose group's first value is
@@ -96,10 +116,7 @@ impl ServedRun {
         let start = |i: &usize| self.windows[*i].0.0;
         let lo = from.map_or(0, |f| at.partition_point(|i| start(i) < f));
         let hi = to.map_or(at.len(), |t| at.partition_point(|i| start(i) < t));
-        at[lo..hi.max(lo)].iter().map(|&i| {
-            let (k, v) = &self.windows[i];
-            (k, v)
-        })
+        at[lo..hi.max(lo)].iter().map(|&i| self.entry(i))
     }
 }
 
@@ -108,6 +125,8 @@ impl ServedRun {
 pub struct BatchViews {
     layout: Layout,
     cache: RwLock<HashMap<String, Arc<ServedRun>>>,
+    /// Per view, the stamp of `CURRENT` when it was last read and acted on.
+    seen: RwLock<HashMap<String, Option<CurrentStamp>>>,
     stale: RwLock<HashMap<String, String>>,
     retired: Mutex<Retired>,
 }
@@ -118,6 +137,7 @@ impl BatchViews {
         Self {
             layout,
             cache: RwLock::new(HashMap::new()),
+            seen: RwLock::new(HashMap::new()),
             stale: RwLock::new(HashMap::new()),
             retired: Mutex::new(Retired::default()),
         }
@@ -129,7 +149,9 @@ impl BatchViews {
     }
 
     /// Loads the published run of `view` if `CURRENT` moved, and then drops
-    /// the speed states that every view's run covers.
+    /// the speed states that every view's run covers. While the stamp of
+    /// `CURRENT` is the one last acted on, nothing is read (a stat, not a
+    /// read, per query).
     ///
     /// Call it before taking the speed table's read lock for a query, and
     /// take the run with [`BatchViews::cached`] under that lock: a drop
@@ -137,6 +159,30 @@ impl BatchViews {
     /// that covers what it drops, so a query never pairs an older run with
     /// a table missing the epochs that run did not cover.
     pub fn refresh(
+        &self,
+        views: &ViewSet,
+        view: &ViewDef,
+        table: &RwLock<SpeedTable>,
+    ) -> Result<(), StoreError> {
+        // Taken before `CURRENT` is read: if it moves in between, the next
+        // query sees another stamp and reads again.
+        let stamp = current_stamp(&self.layout, &view.name)?;
+        if self
+            .seen
+            .read()
+            .is_ok_and(|seen| seen.get(&view.name) == Some(&stamp))
+        {
+            return Ok(());
+        }
+        self.load(views, view, table)?;
+        if let Ok(mut seen) = self.seen.write() {
+            seen.insert(view.name.clone(), stamp);
+        }
+        Ok(())
+    }
+
+    /// [`BatchViews::refresh`] after its stamp check.
+    fn load(
         &self,
         views: &ViewSet,
         view: &ViewDef,
@@ -164,7 +210,7 @@ impl BatchViews {
             return Ok(());
         }
         // Indexed only once it is known to be used.
-        let bv = Arc::new(ServedRun::new(bv));
+        let bv = Arc::new(ServedRun::new(bv, &view.columns()));
         tracing::info!(view = %view.name, run = %run, windows = bv.len(), "batch run loaded");
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(view.name.clone(), bv);

@@ -123,12 +123,18 @@ impl AnswerCache {
         hit
     }
 
-    /// Keeps `answer` for `key`, in place of an older one. An answer larger
-    /// than an eighth of the limit is not kept; when the limit is reached,
+    /// Whether rows of `size` bytes would be kept: an answer larger than
+    /// an eighth of the limit is not (so nothing is, at limit 0).
+    pub fn takes(&self, size: usize) -> bool {
+        size <= self.limit / 8 && self.limit > 0
+    }
+
+    /// Keeps `answer` for `key`, in place of an older one, if it
+    /// [`takes`](Self::takes) its size; when the limit is reached,
     /// everything kept is let go.
     pub fn put(&self, key: AnswerKey, answer: Arc<Answer>) {
         let size = answer.rows.len();
-        if size > self.limit / 8 {
+        if !self.takes(size) {
             return;
         }
         let Ok(mut entries) = self.entries.lock() else {
@@ -178,26 +184,29 @@ mod tests {
         assert!(cache.get(&key("a"), 7, None).is_some());
         assert!(cache.get(&key("a"), 8, None).is_none(), "the table moved");
         assert!(cache.get(&key("b"), 7, None).is_none(), "another query");
-        let run = Arc::new(ServedRun::new(braid_store::views::BatchView {
-            manifest: braid_store::views::Manifest {
-                format: 1,
-                view: "v".into(),
-                run_id: "r".into(),
-                started_ms: 0,
-                finished_ms: 0,
-                definition_hash: String::new(),
-                cut: Default::default(),
-                archive_files: Vec::new(),
-                imports: Vec::new(),
-                records_read: 0,
-                rows: 0,
-                readings: 0,
-                duplicates_dropped: 0,
-                incremental: false,
-                previous_run: None,
+        let run = Arc::new(ServedRun::new(
+            braid_store::views::BatchView {
+                manifest: braid_store::views::Manifest {
+                    format: 1,
+                    view: "v".into(),
+                    run_id: "r".into(),
+                    started_ms: 0,
+                    finished_ms: 0,
+                    definition_hash: String::new(),
+                    cut: Default::default(),
+                    archive_files: Vec::new(),
+                    imports: Vec::new(),
+                    records_read: 0,
+                    rows: 0,
+                    readings: 0,
+                    duplicates_dropped: 0,
+                    incremental: false,
+                    previous_run: None,
+                },
+                windows: Default::default(),
             },
-            windows: Default::default(),
-        }));
+            &[],
+        ));
         assert!(
             cache.get(&key("a"), 7, Some(&run)).is_none(),
             "a batch run was published"
@@ -213,10 +222,13 @@ mod tests {
         cache.put(key("a"), Arc::new(with_run));
         assert!(cache.get(&key("a"), 7, Some(&run)).is_some());
         assert!(cache.get(&key("a"), 7, None).is_none(), "the run withdrawn");
-        let other = Arc::new(ServedRun::new(braid_store::views::BatchView {
-            manifest: run.manifest.clone(),
-            windows: Default::default(),
-        }));
+        let other = Arc::new(ServedRun::new(
+            braid_store::views::BatchView {
+                manifest: run.manifest.clone(),
+                windows: Default::default(),
+            },
+            &[],
+        ));
         assert!(
             cache.get(&key("a"), 7, Some(&other)).is_none(),
             "another run, even of the same id"

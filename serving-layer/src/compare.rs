@@ -132,7 +132,7 @@ pub fn compare(
     let cut = batch.map(|b| b.manifest.cut.clone()).unwrap_or_default();
     let mut sides: BTreeMap<(i64, GroupKey), Sides<'_>> = BTreeMap::new();
     if let Some(b) = batch {
-        for (key, v) in b.range(q.from, q.to) {
+        for (key, v, _) in b.range(q.from, q.to) {
             if in_range(key.0, &key.1) {
                 sides.entry(key.clone()).or_default().batch = Some(v);
             }

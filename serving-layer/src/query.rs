@@ -20,7 +20,7 @@ use arrow::ipc::writer::StreamWriter;
 
 use braid_core::agg::AggState;
 use braid_core::fold::GroupKey;
-use braid_core::merge::{Counters, Cut, Merged, MisalignedCut, Source, merge_window};
+use braid_core::merge::{Counters, Cut, MisalignedCut, Source, merge_window};
 use braid_core::speedlog::{EpochPart, Published, SpeedKey, SpeedTable};
 use braid_core::watermark::WindowState;
 use braid_core::{Column, ViewDef};
@@ -194,6 +194,19 @@ impl Row {
 }
 
 impl Row {
+    /// Sets the devices reporting in the row's window, and so its
+    /// completeness (where the view expects devices).
+    fn set_reporting(&mut self, n: u64) {
+        self.reporting_devices = Some(n);
+        self.completeness = self.expected_devices.map(|e| {
+            if e == 0 {
+                1.0
+            } else {
+                (n as f64 / e as f64).min(1.0)
+            }
+        });
+    }
+
     /// Appends the row to `out` as one flat JSON object, written directly
     /// (the names' JSON is made once per answer, in [`RowLayout`]).
     pub fn write_json(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -210,7 +223,7 @@ impl Row {
                     None => out.extend_from_slice(b"null"),
                 },
                 Slot::Value(i) => match self.finite(i) {
-                    Some(v) => f.write_f64(out, v)?,
+                    Some(v) => write_f64(out, v)?,
                     None => out.extend_from_slice(b"null"),
                 },
             }
@@ -256,6 +269,18 @@ impl Row {
     }
 }
 
+/// Appends finite `v` to `out` as serde_json writes it; a whole number
+/// (every count) through integer formatting, which is cheaper.
+fn write_f64(out: &mut Vec<u8>, v: f64) -> std::io::Result<()> {
+    if v.fract() == 0.0 && v.abs() < 1e15 && (v != 0.0 || v.is_sign_positive()) {
+        CompactFormatter.write_i64(out, v as i64)?;
+        out.extend_from_slice(b".0");
+        Ok(())
+    } else {
+        CompactFormatter.write_f64(out, v)
+    }
+}
+
 /// Appends `rows` to `out` as a JSON array.
 pub fn write_json_rows(rows: &[Row], out: &mut Vec<u8>) -> std::io::Result<()> {
     out.push(b'[');
@@ -283,7 +308,8 @@ pub fn watermark(table: &SpeedTable, view: &ViewDef) -> Option<i64> {
 /// One side's part of a window, as gathered for the merge.
 #[derive(Clone, Copy)]
 enum Part<'a> {
-    Batch(&'a (AggState, Counters)),
+    /// The run's state and counters, and its values per column.
+    Batch(&'a (AggState, Counters), &'a [f64]),
     Speed(EpochPart<'a>),
 }
 
@@ -353,8 +379,8 @@ pub fn rows(
             None => Box::new(b.range(q.from, q.to)),
         };
         parts.extend(
-            keys.filter(|((start, group), _)| in_range(*start, group))
-                .map(|((start, group), v)| (*start, group, Part::Batch(v))),
+            keys.filter(|((start, group), ..)| in_range(*start, group))
+                .map(|((start, group), v, values)| (*start, group, Part::Batch(v, values))),
         );
     }
     parts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
@@ -363,26 +389,82 @@ pub fn rows(
         _ => Cut::default(),
     };
     let mut reporting: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
-    let mut merged = Vec::with_capacity(parts.len());
+    let layout = Arc::new(RowLayout::of(view));
+    // Equal groups are cloned once per answer (one device's rows share
+    // one: the last group is tried before the map).
+    let mut groups: HashMap<&GroupKey, Arc<GroupKey>> = HashMap::new();
+    let mut last: Option<Arc<GroupKey>> = None;
+    // Rows are made as their windows merge; where the view expects
+    // devices, their completeness is filled in once every window of the
+    // range has been seen.
+    let mut rows = Vec::with_capacity(parts.len());
     for window in parts.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
         let (start, group, _) = window[0];
         let b = window.iter().find_map(|(_, _, p)| match p {
-            Part::Batch(v) => Some(*v),
+            Part::Batch(v, values) => Some((*v, *values)),
             Part::Speed(_) => None,
         });
         let spans = window.iter().filter_map(|(_, _, p)| match p {
             Part::Speed(s) => Some(*s),
-            Part::Batch(_) => None,
+            Part::Batch(..) => None,
         });
         let reports = if wanted(group) {
-            let Some(m) = merge_window(b.map(|(s, c)| (s, c)), spans, &cut)? else {
-                continue;
+            // Every speed span is checked against the cut, as the merge
+            // checks them; with none after it, the batch run alone answers,
+            // from its values kept per column.
+            let speed_counts = spans.clone().try_fold(false, |any, (span, _, _)| {
+                Ok(span.counts_after(&cut)? || any)
+            })?;
+            let merged;
+            let m = match b {
+                Some(((state, c), values)) if !speed_counts => WindowValues {
+                    state,
+                    values: Some(values),
+                    batch: *c,
+                    speed: Counters::default(),
+                    source: Source::Batch,
+                },
+                _ => {
+                    let Some(m) = merge_window(b.map(|((s, c), _)| (s, c)), spans, &cut)? else {
+                        continue;
+                    };
+                    merged = m;
+                    WindowValues {
+                        state: &merged.state,
+                        values: None,
+                        batch: merged.batch,
+                        speed: merged.speed,
+                        source: merged.source,
+                    }
+                }
             };
             let reports = m.state.count() > 0;
-            merged.push((start, group, m));
+            let end = start + view.windowing.size_ms;
+            // Final needs evidence: the batch run alone holds the window,
+            // and the watermark has passed its end.
+            let covered = m.source == Source::Batch && wm.is_some_and(|w| w >= end);
+            let window_state = WindowState::of(end, wm, covered);
+            if !q.final_only || window_state == WindowState::Final {
+                let group = match last.take() {
+                    Some(g) if *g == *group => g,
+                    _ => Arc::clone(
+                        groups
+                            .entry(group)
+                            .or_insert_with(|| Arc::new(group.clone())),
+                    ),
+                };
+                last = Some(Arc::clone(&group));
+                let mut r = row(view, &layout, (start, end), group, &m, window_state);
+                if device_pos.is_none() && view.expected_devices.is_some() {
+                    // Not grouped by device: the window's distinct devices.
+                    let n = m.state.value(Column::DistinctDevices).unwrap_or(0.0);
+                    r.set_reporting(n as u64);
+                }
+                rows.push(r);
+            }
             reports
         } else {
-            let mut reports = b.is_some_and(|(s, _)| s.count() > 0);
+            let mut reports = b.is_some_and(|((s, _), _)| s.count() > 0);
             for (span, s, _) in spans {
                 reports |= span.counts_after(&cut)? && s.count() > 0;
             }
@@ -396,43 +478,11 @@ pub fn rows(
             reporting.entry(start).or_default().insert(d);
         }
     }
-    let layout = Arc::new(RowLayout::of(view));
-    // Equal groups are cloned once per answer (one device's rows share
-    // one: the last group is tried before the map).
-    let mut groups: HashMap<&GroupKey, Arc<GroupKey>> = HashMap::new();
-    let mut last: Option<Arc<GroupKey>> = None;
-    let mut rows = Vec::with_capacity(merged.len());
-    for (start, group, m) in merged {
-        let end = start + view.windowing.size_ms;
-        // Final needs evidence: the batch run alone holds the window, and
-        // the watermark has passed its end.
-        let covered = m.source == Source::Batch && wm.is_some_and(|w| w >= end);
-        let window_state = WindowState::of(end, wm, covered);
-        if q.final_only && window_state != WindowState::Final {
-            continue;
+    if device_pos.is_some() && view.expected_devices.is_some() {
+        for r in &mut rows {
+            let n = reporting.get(&r.window_start).map_or(0, |s| s.len() as u64);
+            r.set_reporting(n);
         }
-        let reporting_devices = view.expected_devices.map(|_| match device_pos {
-            Some(_) => reporting.get(&start).map_or(0, |s| s.len() as u64),
-            None => m.state.value(Column::DistinctDevices).unwrap_or(0.0) as u64,
-        });
-        let group = match last.take() {
-            Some(g) if *g == *group => g,
-            _ => Arc::clone(
-                groups
-                    .entry(group)
-                    .or_insert_with(|| Arc::new(group.clone())),
-            ),
-        };
-        last = Some(Arc::clone(&group));
-        rows.push(row(
-            view,
-            &layout,
-            (start, end),
-            group,
-            &m,
-            window_state,
-            reporting_devices,
-        ));
     }
     Ok(rows)
 }
@@ -455,19 +505,33 @@ pub(crate) fn group_filter<'q>(view: &ViewDef, q: &'q Query) -> impl Fn(&GroupKe
     }
 }
 
+/// A window's merged numbers, as its row needs them.
+struct WindowValues<'a> {
+    state: &'a AggState,
+    /// The values per column, where they are kept (else from `state`).
+    values: Option<&'a [f64]>,
+    batch: Counters,
+    speed: Counters,
+    source: Source,
+}
+
 fn row(
     view: &ViewDef,
     layout: &Arc<RowLayout>,
     (start, end): (i64, i64),
     group: Arc<GroupKey>,
-    m: &Merged,
+    m: &WindowValues<'_>,
     window_state: WindowState,
-    reporting_devices: Option<u64>,
 ) -> Row {
     let (batch, speed) = (m.batch, m.speed);
     let mut values = [f64::NAN; COLUMNS];
-    for (v, &c) in values.iter_mut().zip(&layout.columns) {
-        *v = m.state.value(c).unwrap_or(f64::NAN);
+    match m.values {
+        Some(kept) => values[..kept.len()].copy_from_slice(kept),
+        None => {
+            for (v, &c) in values.iter_mut().zip(&layout.columns) {
+                *v = m.state.value(c).unwrap_or(f64::NAN);
+            }
+        }
     }
     Row {
         window_start: start,
@@ -483,15 +547,9 @@ fn row(
         late_readings: batch.late_readings + speed.late_readings,
         pending_historical: batch.pending_historical + speed.pending_historical,
         duplicates_dropped: batch.duplicates_dropped + speed.duplicates_dropped,
-        reporting_devices,
+        reporting_devices: None,
         expected_devices: view.expected_devices,
-        completeness: reporting_devices.zip(view.expected_devices).map(|(r, e)| {
-            if e == 0 {
-                1.0
-            } else {
-                (r as f64 / e as f64).min(1.0)
-            }
-        }),
+        completeness: None,
     }
 }
 
@@ -715,5 +773,49 @@ expected_devices = 4
         assert_eq!(row.field("mean"), Some(Value::Null));
         assert_eq!(row.value(Column::Max), Some(-0.25));
         assert_eq!(row.group_value("zone"), None);
+    }
+
+    /// Whole numbers take the integer path and still come out as serde_json
+    /// writes them, signs, zeros and the edges of the path included.
+    #[test]
+    fn floats_are_written_as_serde_json_writes_them() {
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            6.0,
+            1440.0,
+            0.5,
+            -0.25,
+            23.625,
+            1e-7,
+            1e15,
+            -1e15,
+            1e16,
+            999_999_999_999_999.0,
+            4.5e15,
+            1e300,
+            -1e300,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            0.1 + 0.2,
+            2f64.powi(53),
+            2f64.powi(53) + 2.0,
+        ];
+        for i in -2000..2000 {
+            cases.push(f64::from(i) * 0.25);
+            cases.push(f64::from(i) * 1e9);
+        }
+        for v in cases {
+            let mut got = Vec::new();
+            write_f64(&mut got, v).unwrap();
+            let want = serde_json::to_vec(&v).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap(),
+                "{v:e}"
+            );
+        }
     }
 }

@@ -339,6 +339,34 @@ pub fn current_run(layout: &Layout, view: &str) -> Result<Option<String>, StoreE
     }
 }
 
+/// What `views/<view>/CURRENT` is now, without reading it: its file's
+/// identity, size and modification time. A publish renames a new file over
+/// `CURRENT`, so the stamp changes with every publish, and a reader can
+/// skip reading `CURRENT` while the stamp it last read at stands. `None`
+/// while nothing is published.
+pub fn current_stamp(layout: &Layout, view: &str) -> Result<Option<CurrentStamp>, StoreError> {
+    let path = layout.current(view);
+    match fs::metadata(&path) {
+        Ok(m) => Ok(Some(CurrentStamp {
+            #[cfg(unix)]
+            ino: std::os::unix::fs::MetadataExt::ino(&m),
+            len: m.len(),
+            modified: m.modified().ok(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+/// See [`current_stamp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CurrentStamp {
+    #[cfg(unix)]
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
 /// Reads the manifest of one run.
 pub fn read_manifest(layout: &Layout, view: &str, run_id: &str) -> Result<Manifest, StoreError> {
     let path = layout.run(view, run_id).join(MANIFEST);
