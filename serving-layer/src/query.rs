@@ -8,6 +8,7 @@
 //! nothing for it after the cut, and the watermark has passed its end (no
 //! watermark, no `final`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -409,34 +410,8 @@ pub fn rows(
             Part::Batch(..) => None,
         });
         let reports = if wanted(group) {
-            // Every speed span is checked against the cut, as the merge
-            // checks them; with none after it, the batch run alone answers,
-            // from its values kept per column.
-            let speed_counts = spans.clone().try_fold(false, |any, (span, _, _)| {
-                Ok(span.counts_after(&cut)? || any)
-            })?;
-            let merged;
-            let m = match b {
-                Some(((state, c), values)) if !speed_counts => WindowValues {
-                    state,
-                    values: Some(values),
-                    batch: *c,
-                    speed: Counters::default(),
-                    source: Source::Batch,
-                },
-                _ => {
-                    let Some(m) = merge_window(b.map(|((s, c), _)| (s, c)), spans, &cut)? else {
-                        continue;
-                    };
-                    merged = m;
-                    WindowValues {
-                        state: &merged.state,
-                        values: None,
-                        batch: merged.batch,
-                        speed: merged.speed,
-                        source: merged.source,
-                    }
-                }
+            let Some(m) = window_values(b, spans, &cut)? else {
+                continue;
             };
             let reports = m.state.count() > 0;
             let end = start + view.windowing.size_ms;
@@ -507,12 +482,48 @@ pub(crate) fn group_filter<'q>(view: &ViewDef, q: &'q Query) -> impl Fn(&GroupKe
 
 /// A window's merged numbers, as its row needs them.
 struct WindowValues<'a> {
-    state: &'a AggState,
+    state: Cow<'a, AggState>,
     /// The values per column, where they are kept (else from `state`).
     values: Option<&'a [f64]>,
     batch: Counters,
     speed: Counters,
     source: Source,
+}
+
+/// The window of batch part `b` (with its kept values) and speed parts
+/// `spans`, merged by the core's `merge_window`. Every span is checked
+/// against the cut as the merge checks them; with none after it the batch
+/// run alone answers, borrowed, from its values kept per column.
+fn window_values<'a>(
+    b: Option<(&'a (AggState, Counters), &'a [f64])>,
+    spans: impl Iterator<Item = EpochPart<'a>> + Clone,
+    cut: &Cut,
+) -> Result<Option<WindowValues<'a>>, MisalignedCut> {
+    let speed_counts =
+        spans.clone().try_fold(
+            false,
+            |any, (span, _, _)| Ok(span.counts_after(cut)? || any),
+        )?;
+    if let Some(((state, c), values)) = b
+        && !speed_counts
+    {
+        return Ok(Some(WindowValues {
+            state: Cow::Borrowed(state),
+            values: Some(values),
+            batch: *c,
+            speed: Counters::default(),
+            source: Source::Batch,
+        }));
+    }
+    Ok(
+        merge_window(b.map(|((s, c), _)| (s, c)), spans, cut)?.map(|m| WindowValues {
+            state: Cow::Owned(m.state),
+            values: None,
+            batch: m.batch,
+            speed: m.speed,
+            source: m.source,
+        }),
+    )
 }
 
 fn row(
