@@ -18,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::agg::{Aggregate, Column, Parts};
+use crate::encoding::{DecodeError, Reader, Writer};
 use crate::hash::stable_hash;
 use crate::lateness::LatenessBounds;
 use crate::time::{format_duration, parse_duration};
@@ -112,6 +113,76 @@ impl ViewDef {
     /// Whether a reading of `metric` feeds this view.
     pub fn accepts_metric(&self, metric: &str) -> bool {
         self.metrics.is_empty() || self.metrics.iter().any(|m| m == metric)
+    }
+
+    /// Writes the definition (for a plan shipped to another process: a
+    /// Ballista executor folds with the very definition the run was given).
+    pub fn encode(&self, w: &mut Writer) {
+        let text = |w: &mut Writer, s: &str| w.bytes(s.as_bytes());
+        text(w, &self.name);
+        text(w, &self.description);
+        w.uvar(self.metrics.len() as u64);
+        self.metrics.iter().for_each(|m| text(w, m));
+        w.ivar(self.windowing.size_ms);
+        w.ivar(self.windowing.hop_ms);
+        w.uvar(self.group_by.len() as u64);
+        self.group_by.iter().for_each(|g| text(w, g));
+        w.uvar(self.aggregates.len() as u64);
+        self.aggregates.iter().for_each(|a| text(w, a.name()));
+        w.ivar(self.lateness.current_ms);
+        w.ivar(self.lateness.outdated_ms);
+        w.ivar(self.max_out_of_orderness_ms);
+        match self.expected_devices {
+            Some(n) => {
+                w.u8(1);
+                w.uvar(n);
+            }
+            None => w.u8(0),
+        }
+    }
+
+    /// Reads what [`ViewDef::encode`] wrote, checking it as the views file
+    /// is checked.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        fn text(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
+            String::from_utf8(r.bytes(what)?.to_vec()).map_err(|_| DecodeError::Invalid(what))
+        }
+        fn texts(r: &mut Reader<'_>, what: &'static str) -> Result<Vec<String>, DecodeError> {
+            let n = r.len(what, 1)?;
+            (0..n).map(|_| text(r, what)).collect()
+        }
+        let name = text(r, "view name")?;
+        let description = text(r, "view description")?;
+        let metrics = texts(r, "view metrics")?;
+        let size = r.ivar("window size")?;
+        let hop = r.ivar("window hop")?;
+        let windowing = Windowing::new(size, hop).map_err(|_| DecodeError::Invalid("windowing"))?;
+        let group_by = texts(r, "view group keys")?;
+        let aggregates = texts(r, "view aggregates")?
+            .iter()
+            .map(|a| Aggregate::parse(a).ok_or(DecodeError::Invalid("aggregate name")))
+            .collect::<Result<_, _>>()?;
+        let current = r.ivar("lateness current")?;
+        let outdated = r.ivar("lateness outdated")?;
+        let lateness = LatenessBounds::new(current, outdated)
+            .map_err(|_| DecodeError::Invalid("lateness bounds"))?;
+        let max_out_of_orderness_ms = r.ivar("max out of orderness")?;
+        let expected_devices = match r.u8("expected devices flag")? {
+            0 => None,
+            1 => Some(r.uvar("expected devices")?),
+            _ => return Err(DecodeError::Invalid("expected devices flag")),
+        };
+        Ok(Self {
+            name,
+            description,
+            metrics,
+            windowing,
+            group_by,
+            aggregates,
+            lateness,
+            max_out_of_orderness_ms,
+            expected_devices,
+        })
     }
 
     /// A stable hash of everything that changes the view's numbers.
@@ -457,6 +528,27 @@ expected_devices = 30
         assert_eq!(v.lateness.outdated_ms, 3_600_000);
         assert_eq!(v.columns(), vec![Column::Mean, Column::Max]);
         assert_eq!(v.expected_devices, Some(30));
+    }
+
+    #[test]
+    fn definitions_round_trip_through_their_encoding() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/views.toml"
+        ))
+        .unwrap();
+        let mut views = ViewSet::parse(&text).unwrap().views;
+        views.extend(ViewSet::parse(GOOD).unwrap().views);
+        for v in &views {
+            let mut w = Writer::new();
+            v.encode(&mut w);
+            let bytes = w.into_bytes();
+            let mut r = Reader::new(&bytes);
+            assert_eq!(&ViewDef::decode(&mut r).unwrap(), v);
+            r.finish().unwrap();
+            // A cut-off definition is an error, not a panic.
+            assert!(ViewDef::decode(&mut Reader::new(&bytes[..bytes.len() - 1])).is_err());
+        }
     }
 
     #[test]

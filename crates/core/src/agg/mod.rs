@@ -191,6 +191,17 @@ impl Parts {
         Self(aggs.into_iter().fold(0, |bits, a| bits | a.parts()))
     }
 
+    /// The parts as bits (for a plan shipped to another process).
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Parts from [`Parts::bits`]; `None` for a bit this build does not
+    /// know.
+    pub fn from_bits(bits: u8) -> Option<Self> {
+        (bits & !Self::KNOWN == 0).then_some(Self(bits))
+    }
+
     fn has(self, bit: u8) -> bool {
         self.0 & bit != 0
     }
