@@ -1,15 +1,12 @@
 //! Braid's batch layer: the archiver (`braid archive`) that keeps the
-//! immutable Parquet master dataset, and, later, backfill import and the
-//! DataFusion recompute of every view.
+//! immutable Parquet master dataset, backfill import (`braid import`) and
+//! the DataFusion recompute of every view (`braid batch run`), in this
+//! process or on a Ballista cluster.
 //!
 //! It meets the other layers only through Kafka topics and stored files,
 //! never through their code: `scripts/check` enforces that no layer crate
 //! depends on another. The archive's on-disk layout is described in
 //! [`archive`].
-//!
-//! Status: the archiver is built. `braid import` and `braid batch run` (the
-//! recompute with DataFusion user-defined aggregates, the cut, manifests and
-//! `CURRENT`) are the rest of issue 4 and are not built yet.
 
 pub mod archive;
 pub mod import;

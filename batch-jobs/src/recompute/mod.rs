@@ -25,14 +25,15 @@
 //! definition, missing fold states, a cut that went backwards) falls back
 //! to a full run and says so.
 
+pub mod cluster;
 pub mod effects;
 pub mod udaf;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
@@ -47,11 +48,10 @@ use braid_core::time::format_rfc3339;
 use braid_core::{ViewDef, ViewSet};
 use braid_store::views::{self as store_views, Manifest, StagedRun, definition_hash};
 use braid_store::{Blobs, Layout};
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::logical_expr::{AggregateUDF, col};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use self::effects::{Job, Source, SourceId};
+use self::effects::{EffectsTable, FoldJob, SOURCE_END, Source, SourceEnd, SourceEnds, SourceId};
 use self::udaf::{BraidState, decode_slot};
 use crate::BatchError;
 use crate::archive::{Roll, inventory};
@@ -78,6 +78,9 @@ pub struct RunConfig {
     /// The anomaly detectors: the seasonal ones get their baselines
     /// trained.
     pub detectors: braid_core::detect::Detectors,
+    /// A Ballista scheduler (`df://HOST:PORT`) to fold and aggregate on,
+    /// instead of this process.
+    pub cluster: Option<String>,
 }
 
 /// A progress callback: (records folded, records in all).
@@ -103,6 +106,7 @@ impl RunConfig {
             threads: 2,
             progress: None,
             detectors: braid_core::detect::Detectors::default(),
+            cluster: None,
         }
     }
 }
@@ -456,29 +460,26 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
             folder: PartitionFolder::new(&config.views.settings),
         });
     }
-    let job = Arc::new(Job {
+    let job = Arc::new(FoldJob {
         views: views.clone(),
-        records: AtomicU64::new(0),
-        sources: Mutex::new(sources.into_iter().map(Some).collect()),
-        folders: Mutex::new(BTreeMap::new()),
-        runtime: tokio::runtime::Handle::current(),
+        sources,
     });
-
+    let folded = Arc::new(AtomicU64::new(0));
     let ticker = config.progress.clone().map(|f| {
-        let job = job.clone();
+        let folded = folded.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                (f.0)(job.records.load(Ordering::Relaxed), total);
+                (f.0)(folded.load(Ordering::Relaxed), total);
             }
         })
     });
-    let result = aggregate(&job, &views, config.threads).await;
+    let result = aggregate(&job, &folded, config.threads, config.cluster.as_deref()).await;
     if let Some(t) = ticker {
         t.abort();
     }
-    let mut windows = result?;
-    let records = job.records.load(Ordering::Relaxed);
+    let (mut windows, ends) = result?;
+    let records: u64 = ends.iter().map(|e| e.records).sum();
     if let Some(f) = &config.progress {
         (f.0)(records, total.max(records));
     }
@@ -486,15 +487,9 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     // Fold states at the cut, for the next incremental run.
     let mut folders: BTreeMap<i32, PartitionFolder> =
         base.as_ref().map(|b| b.folders.clone()).unwrap_or_default();
-    let done = std::mem::take(
-        &mut *job
-            .folders
-            .lock()
-            .map_err(|_| BatchError::Internal("fold states poisoned".into()))?,
-    );
-    for (id, f) in done {
-        if let SourceId::Partition(p) = id {
-            folders.insert(p, f);
+    for (source, end) in job.sources.iter().zip(ends) {
+        if let SourceId::Partition(p) = source.id {
+            folders.insert(p, end.folder);
         }
     }
     if let Some(b) = &base {
@@ -609,21 +604,30 @@ pub fn merge_windows(into: &mut Windows, other: &Windows) {
     }
 }
 
-/// Runs the DataFusion aggregation of the job's effects; windows per view.
+/// Runs the DataFusion aggregation of the job's effects, in this process
+/// or on the Ballista cluster at `cluster`: windows per view, and each
+/// source's end.
 async fn aggregate(
-    job: &Arc<Job>,
-    views: &[ViewDef],
+    job: &Arc<FoldJob>,
+    folded: &Arc<AtomicU64>,
     threads: usize,
-) -> Result<Vec<Windows>, BatchError> {
+    cluster: Option<&str>,
+) -> Result<(Vec<Windows>, Vec<SourceEnd>), BatchError> {
     let df_err =
         |e: datafusion::error::DataFusionError| BatchError::Internal(format!("DataFusion: {e}"));
     let config = SessionConfig::new()
         .with_target_partitions(threads.max(1))
         .with_batch_size(64 * 1024);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = match cluster {
+        None => SessionContext::new_with_config(config),
+        Some(url) => cluster::context(url, config).await?,
+    };
+    let views = &job.views;
     let udaf = AggregateUDF::from(BraidState::new(views.iter().map(ViewDef::parts).collect()));
-    let streams = job.streams();
-    let table = StreamingTable::try_new(effects::schema(), streams).map_err(df_err)?;
+    let table = EffectsTable {
+        job: job.clone(),
+        records: folded.clone(),
+    };
     let df = ctx
         .read_table(Arc::new(table))
         .map_err(df_err)?
@@ -640,14 +644,25 @@ async fn aggregate(
             ],
         )
         .map_err(df_err)?;
-    let batches = df.collect().await.map_err(df_err)?;
+    let batches = df.collect().await.map_err(|e| match cluster {
+        Some(url) => BatchError::Internal(format!("the Ballista cluster at {url}: {e}")),
+        None => df_err(e),
+    })?;
     let mut out: Vec<Windows> = views.iter().map(|_| Windows::new()).collect();
+    let mut ends = SourceEnds::default();
     for b in &batches {
         let view = b.column(0).as_primitive::<UInt16Type>();
         let start = b.column(1).as_primitive::<Int64Type>();
         let group = b.column(2).as_binary::<i32>();
         let state = b.column(3).as_binary::<i32>();
         for i in 0..b.num_rows() {
+            if view.value(i) == SOURCE_END {
+                let slot = usize::try_from(start.value(i))
+                    .map_err(|_| BatchError::Internal("end row of a negative source".into()))?;
+                ends.add(slot, group.value(i))
+                    .map_err(BatchError::Internal)?;
+                continue;
+            }
             if state.is_null(i) {
                 continue;
             }
@@ -661,5 +676,8 @@ async fn aggregate(
             w.insert((start.value(i), g), slot);
         }
     }
-    Ok(out)
+    let ends = ends
+        .finish(job.sources.len())
+        .map_err(BatchError::Internal)?;
+    Ok((out, ends))
 }

@@ -28,6 +28,8 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 
+use super::effects::SOURCE_END;
+
 /// One group's result: the state and its counters.
 pub type Slot = (AggState, Counters);
 
@@ -55,6 +57,11 @@ pub struct BraidState {
 }
 
 impl BraidState {
+    /// The state parts of each view, by view index.
+    pub fn parts(&self) -> &[Parts] {
+        &self.parts
+    }
+
     /// The aggregate for views whose state parts are `parts`, by view index.
     pub fn new(parts: Vec<Parts>) -> Self {
         Self {
@@ -159,7 +166,8 @@ impl GroupsAccumulator for Groups {
         let outcome = outcome.as_primitive::<UInt8Type>().values();
         self.slots.resize_with(total_num_groups, || None);
         for (row, &g) in group_indices.iter().enumerate() {
-            if !selected(opt_filter, row) {
+            // A source's end rows carry no reading (see `effects`).
+            if !selected(opt_filter, row) || view.value(row) == SOURCE_END {
                 continue;
             }
             let o = Outcome::from_code(outcome[row])

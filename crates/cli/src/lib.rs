@@ -299,6 +299,49 @@ enum BatchCommand {
         /// Threads for DataFusion.
         #[arg(long, env = "BRAID_BATCH_THREADS", default_value_t = 2)]
         threads: usize,
+        /// Fold and aggregate on the DataFusion Ballista cluster whose
+        /// scheduler (`braid batch scheduler`) is at df://HOST:PORT, not in
+        /// this process. Its executors must reach the archive at the same
+        /// URL (s3://, or a shared directory).
+        #[arg(long, env = "BRAID_BALLISTA", value_name = "df://HOST:PORT")]
+        ballista: Option<String>,
+    },
+    /// Run a DataFusion Ballista scheduler that `braid batch run --ballista`
+    /// submits to (Braid's plan nodes need Braid's scheduler and executors,
+    /// not stock Ballista binaries). Prints the address it listens on.
+    Scheduler {
+        /// Address to listen on (port 0 picks a free one).
+        #[arg(long, env = "BRAID_SCHEDULER_BIND", default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+        /// The host name executors and clients reach the scheduler by
+        /// (default: the bind address).
+        #[arg(long, env = "BRAID_EXTERNAL_HOST")]
+        external_host: Option<String>,
+    },
+    /// Run a DataFusion Ballista executor for `braid batch scheduler`.
+    Executor {
+        /// The scheduler, HOST:PORT.
+        #[arg(long, env = "BRAID_SCHEDULER", default_value = "127.0.0.1:50050")]
+        scheduler: String,
+        /// Address to bind.
+        #[arg(long, env = "BRAID_EXECUTOR_BIND_HOST", default_value = "127.0.0.1")]
+        bind_host: String,
+        /// The host name the scheduler and the other executors reach this
+        /// one by (default: the bind address).
+        #[arg(long, env = "BRAID_EXTERNAL_HOST")]
+        external_host: Option<String>,
+        /// Arrow Flight port (shuffle data).
+        #[arg(long, env = "BRAID_EXECUTOR_PORT", default_value_t = 50051)]
+        port: u16,
+        /// gRPC port (tasks).
+        #[arg(long, env = "BRAID_EXECUTOR_GRPC_PORT", default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks run at once (default: the cores).
+        #[arg(long, env = "BRAID_EXECUTOR_SLOTS")]
+        slots: Option<usize>,
+        /// Directory for shuffle files (default: a temporary one).
+        #[arg(long, env = "BRAID_EXECUTOR_WORK_DIR")]
+        work_dir: Option<PathBuf>,
     },
 }
 
@@ -407,6 +450,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     incremental,
                     keep,
                     threads,
+                    ballista,
                 },
         } => {
             let (set, detectors) = load_views_and_detectors(&views.views)?;
@@ -417,7 +461,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config.incremental = incremental;
             config.keep = keep;
             config.threads = threads;
+            config.cluster = ballista;
             runtime()?.block_on(batch_run(config))
+        }
+        Command::Batch {
+            command:
+                BatchCommand::Scheduler {
+                    bind,
+                    external_host,
+                },
+        } => {
+            runtime()?.block_on(braid_batch::recompute::cluster::run_scheduler(
+                bind,
+                external_host,
+                |addr| println!("braid batch scheduler: listening on {addr}"),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Batch {
+            command:
+                BatchCommand::Executor {
+                    scheduler,
+                    bind_host,
+                    external_host,
+                    port,
+                    grpc_port,
+                    slots,
+                    work_dir,
+                },
+        } => {
+            let config = braid_batch::recompute::cluster::ExecutorConfig {
+                scheduler,
+                bind_host,
+                external_host,
+                port,
+                grpc_port,
+                slots: slots.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+                }),
+                work_dir: work_dir.map(|d| d.display().to_string()),
+            };
+            runtime()?.block_on(braid_batch::recompute::cluster::run_executor(config))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Broker {
             kafka,

@@ -9,10 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use braid_batch::archive::write_roll;
-use braid_core::{Position, Record, ViewSet};
+use braid_core::{Position, Record};
 use braid_store::Layout;
 use braid_store::views::{current_run, read_current};
 use braid_testkit::fixtures::reading;
+
+use super::views;
 
 fn batch_run(dir: &Path) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_braid"))
@@ -24,15 +26,6 @@ fn batch_run(dir: &Path) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("braid batch run starts")
-}
-
-fn views() -> ViewSet {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../data/views.toml"
-    ))
-    .expect("views");
-    ViewSet::parse(&text).expect("views parse")
 }
 
 #[test]

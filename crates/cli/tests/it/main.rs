@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers panic on failure by design
 
+mod ballista;
 mod batch_kill;
 mod broker;
 mod cluster;
@@ -23,6 +24,16 @@ pub fn braid(args: &[&str]) -> Output {
         .env_remove("BRAID_BROKERS")
         .output()
         .expect("braid runs")
+}
+
+/// The shipped view definitions.
+pub fn views() -> braid_core::ViewSet {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/views.toml"
+    ))
+    .expect("views");
+    braid_core::ViewSet::parse(&text).expect("views parse")
 }
 
 /// Standard output as text.
