@@ -58,7 +58,7 @@ use braid_kafka::{
     KafkaError, REJOIN_AFTER, Resume, RevocationContext, Step, Topics, consumer_config,
     rejoin_if_stalled,
 };
-use braid_store::{Blobs, Put};
+use braid_store::{Backoff, Blobs, Put};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
@@ -501,32 +501,29 @@ struct Buffer {
     pending: Option<EncodedRoll>,
 }
 
-/// How long the archiver waits before its first retry after the archive
-/// store failed, and at most between retries.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(10);
-
 /// The archiver's state while the archive store fails: it reads nothing
 /// more from Kafka (its position is where the unpublished rolls end) and
 /// retries with a growing pause.
 #[derive(Default)]
 struct Held {
     until: Option<Instant>,
-    pause: Duration,
+    backoff: Backoff,
 }
 
 impl Held {
-    fn failed(&mut self, e: &BatchError, what: &str) {
-        self.pause = (self.pause * 2).clamp(RETRY_FIRST, RETRY_MAX);
-        self.until = Some(Instant::now() + self.pause);
-        tracing::warn!(error = %e, retry_in = ?self.pause, "archive store failed {what}: holding, nothing more is read until it works");
+    /// Notes a failure; returns the pause before the next try.
+    fn failed(&mut self, e: &BatchError, what: &str) -> Duration {
+        let pause = self.backoff.failed();
+        self.until = Some(Instant::now() + pause);
+        tracing::warn!(error = %e, retry_in = ?pause, "archive store failed {what}: holding, nothing more is read until it works");
+        pause
     }
 
     fn ok(&mut self) {
-        if self.until.take().is_some() {
+        self.until = None;
+        if self.backoff.worked() {
             tracing::info!("archive store works again: reading resumes");
         }
-        self.pause = Duration::ZERO;
     }
 
     fn waiting(&self) -> bool {
@@ -553,10 +550,10 @@ pub async fn run(
         match recover(&config.archive).await {
             Ok(_) => break,
             Err(e) if store_failed(&e) => {
-                held.failed(&e, "at start");
+                let pause = held.failed(&e, "at start");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(ArchiveStats::default()),
-                    _ = tokio::time::sleep(held.pause) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
             Err(e) => return Err(e),

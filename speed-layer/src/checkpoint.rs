@@ -1,33 +1,35 @@
 //! Checkpoints: a partition's states, offsets, watermark and dedup keys,
 //! together, with a checksum, written atomically.
 //!
-//! Layout under the data directory:
+//! Layout in the checkpoint store (the data directory, or any object store
+//! URL given as `--checkpoint-url`, so that a partition can move to a
+//! worker on another machine):
 //!
 //! ```text
 //! speed/checkpoints/partition=P/<next offset, 20 digits>.ckpt
 //! speed/sealed/partition=P.txt      sealed epoch boundaries, one per line
 //! ```
 //!
-//! A checkpoint file is `BRAIDCK1`, the payload length (u64 LE), the payload
-//! (this crate's binary form) and its CRC-32 (u32 LE). It is written to a
-//! temporary name, synced, renamed, and its directory synced, so a crash
-//! leaves either the old set or the new one. On load, the newest file whose
-//! magic, length and checksum hold is used; a corrupt one is refused (and
+//! A checkpoint is `BRAIDCK1`, the payload length (u64 LE), the payload
+//! (this crate's binary form) and its CRC-32 (u32 LE). It is written
+//! atomically (a local file to a temporary name, synced, renamed, its
+//! directory synced; an object with one put), so a crash leaves either the
+//! old set or the new one. On load, the newest checkpoint whose magic,
+//! length and checksum hold is used; a corrupt one is refused (and
 //! reported), set aside as `<name>.refused` so no later restore goes back
-//! to it, and the previous one tried. The last [`KEEP`] files are kept.
-
-use std::fs;
-use std::path::{Path, PathBuf};
+//! to it, and the previous one tried. The last [`KEEP`] are kept.
 
 use braid_core::agg::AggState;
 use braid_core::encoding::{DecodeError, Reader, Writer};
 use braid_core::fold::{GroupKey, PartitionFolder};
 use braid_core::merge::Counters;
 use braid_core::speedlog::{decode_counters, decode_group, encode_counters, encode_group};
+use braid_store::{BlobError, Blobs};
 
 const MAGIC: &[u8; 8] = b"BRAIDCK1";
-/// Checkpoint files kept per partition.
+/// Checkpoints kept per partition.
 pub const KEEP: usize = 3;
+const SUFFIX: &str = ".ckpt";
 
 /// A state of the speed layer's table: (view index, window start, group,
 /// epoch start).
@@ -60,40 +62,24 @@ pub struct Checkpoint {
 /// Why a checkpoint could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    /// Reading or writing failed.
-    #[error("checkpoint {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is damaged.
-    #[error("checkpoint {path} refused: {reason}")]
+    /// The checkpoint store failed (reading, writing, listing).
+    #[error("checkpoint store failed: {0}")]
+    Store(#[from] BlobError),
+    /// The checkpoint is damaged.
+    #[error("checkpoint {key} in {store} refused: {reason}")]
     Corrupt {
-        /// The file.
-        path: PathBuf,
+        /// Its key.
+        key: String,
+        /// The store.
+        store: String,
         /// What is wrong.
         reason: String,
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// The checkpoint directory of a partition.
-pub fn dir(data_dir: &Path, partition: i32) -> PathBuf {
-    data_dir.join(format!("speed/checkpoints/partition={partition}"))
-}
-
-/// The sealed-boundaries file of a partition.
-pub fn sealed_file(data_dir: &Path, partition: i32) -> PathBuf {
-    braid_store::Layout::new(data_dir).sealed(partition)
+/// The folder (key prefix) of a partition's checkpoints in the store.
+pub fn dir(partition: i32) -> String {
+    format!("speed/checkpoints/partition={partition}")
 }
 
 impl Checkpoint {
@@ -156,137 +142,93 @@ impl Checkpoint {
         })
     }
 
-    /// Writes the checkpoint of `partition` atomically, then prunes old ones.
-    pub fn write(&self, data_dir: &Path, partition: i32) -> Result<PathBuf, CheckpointError> {
-        let d = dir(data_dir, partition);
-        fs::create_dir_all(&d).map_err(io(&d))?;
+    /// Writes the checkpoint of `partition` atomically, then prunes old
+    /// ones; returns its key.
+    pub async fn write(&self, store: &Blobs, partition: i32) -> Result<String, CheckpointError> {
         let payload = self.encode();
         let mut file = Vec::with_capacity(payload.len() + 20);
         file.extend_from_slice(MAGIC);
         file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         file.extend_from_slice(&payload);
         file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        let path = d.join(format!("{:020}.ckpt", self.next_offset));
-        write_atomic(&path, &file)?;
-        prune(&d)?;
-        Ok(path)
+        let key = format!("{}/{:020}{SUFFIX}", dir(partition), self.next_offset);
+        store.put(&key, file.into()).await?;
+        let keys = list(store, partition).await?;
+        if keys.len() > KEEP {
+            for old in &keys[..keys.len() - KEEP] {
+                store.delete(old).await?;
+            }
+        }
+        Ok(key)
     }
 
     /// Loads the newest valid checkpoint of `partition`, reporting each
     /// refused (damaged) one to `refused` and setting it aside as
-    /// `<name>.refused`. `None` when there is none; an error when a file
+    /// `<name>.refused`. `None` when there is none; an error when one
     /// cannot be read at all (rather than going back past it).
-    pub fn load(
-        data_dir: &Path,
+    pub async fn load(
+        store: &Blobs,
         partition: i32,
         mut refused: impl FnMut(CheckpointError),
     ) -> Result<Option<Self>, CheckpointError> {
-        let d = dir(data_dir, partition);
-        let mut files = list(&d)?;
-        files.reverse();
-        for path in files {
-            match read_one(&path) {
+        let mut keys = list(store, partition).await?;
+        keys.reverse();
+        for key in keys {
+            // Gone since the listing (pruned by a worker that held the
+            // partition a moment ago): an older one is no worse.
+            let Some(bytes) = store.get(&key).await? else {
+                continue;
+            };
+            match parse(&bytes) {
                 Ok(c) => return Ok(Some(c)),
-                Err(e @ CheckpointError::Corrupt { .. }) => {
-                    set_aside(&path)?;
-                    refused(e);
+                Err(reason) => {
+                    // Set aside so that no later restore uses it: once a
+                    // restore went back to an older checkpoint (and
+                    // readers dropped the epochs after it), going forward
+                    // to the refused one again would skip those epochs.
+                    store.rename(&key, &format!("{key}.refused")).await?;
+                    refused(CheckpointError::Corrupt {
+                        key,
+                        store: store.location(),
+                        reason,
+                    });
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(None)
     }
 }
 
-fn read_one(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let bytes = fs::read(path).map_err(io(path))?;
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
+fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
     if bytes.len() < 20 || &bytes[..8] != MAGIC {
-        return Err(corrupt("bad magic or truncated header".into()));
+        return Err("bad magic or truncated header".into());
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[8..16]);
     let len = u64::from_le_bytes(len) as usize;
     if bytes.len() != 16 + len + 4 {
-        return Err(corrupt(format!(
+        return Err(format!(
             "length {} does not match the file ({} bytes)",
             len,
             bytes.len()
-        )));
+        ));
     }
     let payload = &bytes[16..16 + len];
     let mut sum = [0u8; 4];
     sum.copy_from_slice(&bytes[16 + len..]);
     if crc32fast::hash(payload) != u32::from_le_bytes(sum) {
-        return Err(corrupt("checksum mismatch".into()));
+        return Err("checksum mismatch".into());
     }
-    Checkpoint::decode(payload).map_err(|e| corrupt(e.to_string()))
+    Checkpoint::decode(payload).map_err(|e| e.to_string())
 }
 
-/// Renames a refused checkpoint to `<name>.refused`, durably, so that no
-/// later restore uses it: once a restore went back to an older checkpoint
-/// (and readers dropped the epochs after it), going forward to the refused
-/// one again would skip those epochs.
-fn set_aside(path: &Path) -> Result<(), CheckpointError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(".refused");
-    fs::rename(path, &aside).map_err(io(path))?;
-    if let Some(d) = path.parent() {
-        fs::File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(io(d))?;
-    }
-    Ok(())
-}
-
-fn list(d: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
-    let mut files = match fs::read_dir(d) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-            .collect::<Vec<_>>(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(d)(e)),
-    };
-    files.sort();
-    Ok(files)
-}
-
-fn prune(d: &Path) -> Result<(), CheckpointError> {
-    let files = list(d)?;
-    if files.len() > KEEP {
-        for old in &files[..files.len() - KEEP] {
-            fs::remove_file(old).map_err(io(old))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically (see `braid_store::layout::write_atomic`).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    braid_store::layout::write_atomic(path, bytes).map_err(io(path))
-}
-
-/// Reads the sealed boundaries of a partition (empty when none).
-pub fn read_sealed(data_dir: &Path, partition: i32) -> Vec<i64> {
-    braid_store::Layout::new(data_dir)
-        .read_sealed(partition)
-        .unwrap_or_default()
-}
-
-/// Records the sealed boundaries of a partition (the newest 10,000).
-pub fn write_sealed(
-    data_dir: &Path,
-    partition: i32,
-    boundaries: &[i64],
-) -> Result<(), CheckpointError> {
-    let keep = &boundaries[boundaries.len().saturating_sub(10_000)..];
-    let text: String = keep.iter().map(|b| format!("{b}\n")).collect();
-    write_atomic(&sealed_file(data_dir, partition), text.as_bytes())
+/// The checkpoints of a partition, oldest first.
+async fn list(store: &Blobs, partition: i32) -> Result<Vec<String>, CheckpointError> {
+    let mut keys = store.list(&dir(partition)).await?;
+    keys.retain(|k| k.ends_with(SUFFIX));
+    // Fixed-width offsets: name order is offset order.
+    keys.sort();
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -294,6 +236,8 @@ mod tests {
     use super::*;
     use braid_core::agg::{Aggregate, Parts};
     use braid_core::view::Settings;
+    use std::fs;
+    use std::path::{Path, PathBuf};
 
     fn checkpoint(next_offset: i64) -> Checkpoint {
         let mut state = AggState::new(Parts::for_aggregates([Aggregate::Sum]));
@@ -313,23 +257,25 @@ mod tests {
         }
     }
 
-    fn newest(dir: &Path) -> PathBuf {
-        let mut files = list(&super::dir(dir, 0)).unwrap();
-        files.pop().unwrap()
+    async fn newest(store: &Blobs, dir: &Path) -> PathBuf {
+        let mut keys = list(store, 0).await.unwrap();
+        dir.join(keys.pop().unwrap())
     }
 
-    #[test]
-    fn a_corrupt_checkpoint_is_refused_and_the_previous_one_used() {
+    #[tokio::test]
+    async fn a_corrupt_checkpoint_is_refused_and_the_previous_one_used() {
         let tmp = tempfile::tempdir().unwrap();
+        let store = Blobs::local(tmp.path());
         for n in [10, 20, 30] {
-            checkpoint(n).write(tmp.path(), 0).unwrap();
+            checkpoint(n).write(&store, 0).await.unwrap();
         }
         // Truncated newest.
-        let path = newest(tmp.path());
+        let path = newest(&store, tmp.path()).await;
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let mut refused = Vec::new();
-        let c = Checkpoint::load(tmp.path(), 0, |e| refused.push(e.to_string()))
+        let c = Checkpoint::load(&store, 0, |e| refused.push(e.to_string()))
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(c.next_offset, 20);
@@ -339,13 +285,14 @@ mod tests {
         assert!(!path.exists());
         assert!(path.with_extension("ckpt.refused").exists());
         // A single flipped bit in the next one.
-        let path = newest(tmp.path());
+        let path = newest(&store, tmp.path()).await;
         let mut bytes = fs::read(&path).unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x10;
         fs::write(&path, &bytes).unwrap();
         let mut refused = Vec::new();
-        let c = Checkpoint::load(tmp.path(), 0, |e| refused.push(e.to_string()))
+        let c = Checkpoint::load(&store, 0, |e| refused.push(e.to_string()))
+            .await
             .unwrap()
             .unwrap();
         assert_eq!(c.next_offset, 10);
@@ -353,19 +300,42 @@ mod tests {
         assert_eq!(c.states.len(), 1);
     }
 
-    #[test]
-    fn only_the_last_three_are_kept_and_none_means_none() {
+    #[tokio::test]
+    async fn only_the_last_three_are_kept_and_none_means_none() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(Checkpoint::load(tmp.path(), 0, |_| {}).unwrap().is_none());
+        let store = Blobs::local(tmp.path());
+        let none = Checkpoint::load(&store, 0, |_| {}).await.unwrap();
+        assert!(none.is_none());
         for n in 1..=6 {
-            checkpoint(n * 10).write(tmp.path(), 0).unwrap();
+            checkpoint(n * 10).write(&store, 0).await.unwrap();
         }
-        assert_eq!(list(&dir(tmp.path(), 0)).unwrap().len(), KEEP);
-        let c = Checkpoint::load(tmp.path(), 0, |_| {}).unwrap().unwrap();
+        assert_eq!(list(&store, 0).await.unwrap().len(), KEEP);
+        let c = Checkpoint::load(&store, 0, |_| {}).await.unwrap().unwrap();
         assert_eq!(c.next_offset, 60);
         assert_eq!(
             c.states[0].1.state.to_bytes(),
             checkpoint(60).states[0].1.state.to_bytes()
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_store_is_an_error_not_an_empty_partition() {
+        let store = Blobs::open_with(
+            "s3://none/x",
+            &[
+                ("aws_endpoint".into(), "http://127.0.0.1:9".into()),
+                ("aws_allow_http".into(), "true".into()),
+                ("aws_region".into(), "us-east-1".into()),
+                ("aws_access_key_id".into(), "k".into()),
+                ("aws_secret_access_key".into(), "s".into()),
+            ],
+        )
+        .unwrap();
+        let err = Checkpoint::load(&store, 0, |_| {}).await.unwrap_err();
+        assert!(err.to_string().contains("checkpoint store failed"), "{err}");
+        let err = braid_store::layout::read_sealed(&store, 0)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("s3://none/x"), "{err}");
     }
 }

@@ -21,18 +21,18 @@
 //! - a revoked partition is dropped without writing anything.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use braid_core::fold::PartitionFolder;
 use braid_core::merge::{Cut, EpochSpan};
 use braid_core::speedlog::{SpeedKey, SpeedMessage};
 use braid_core::{Reading, Record, ViewSet};
 use braid_kafka::{Resume, Step};
-use braid_store::Layout;
+use braid_store::layout::{read_sealed, write_sealed};
 use braid_store::views::published_cuts;
+use braid_store::{Blobs, Layout};
 
-use crate::SpeedError;
-use crate::checkpoint::{Checkpoint, StateKey, read_sealed, write_sealed};
+use crate::checkpoint::{Checkpoint, CheckpointError, StateKey};
 use crate::table::PartitionTable;
 
 /// One assigned partition.
@@ -76,8 +76,9 @@ pub struct Outgoing {
 }
 
 /// A sealed epoch whose checkpoint is still to be written: the worker
-/// writes it off the runtime ([`SealJob::write`]), then sends `msg` and
-/// commits `next_offset` as a hint.
+/// writes it ([`SealJob::write`], again until it succeeds: the epoch is
+/// sealed in memory already), then sends `msg` and commits `next_offset`
+/// as a hint.
 #[derive(Debug)]
 pub struct SealJob {
     partition: i32,
@@ -90,11 +91,13 @@ pub struct SealJob {
 }
 
 impl SealJob {
-    /// Writes the checkpoint and the partition's sealed boundaries.
-    pub fn write(&self, data_dir: &Path) -> Result<PathBuf, SpeedError> {
-        let path = self.checkpoint.write(data_dir, self.partition)?;
-        write_sealed(data_dir, self.partition, &self.boundaries)?;
-        Ok(path)
+    /// Writes the checkpoint and the partition's sealed boundaries to the
+    /// checkpoint store; returns the checkpoint's key. Writing the same
+    /// job again writes the same objects.
+    pub async fn write(&self, store: &Blobs) -> Result<String, CheckpointError> {
+        let key = self.checkpoint.write(store, self.partition).await?;
+        write_sealed(store, self.partition, &self.boundaries).await?;
+        Ok(key)
     }
 }
 
@@ -107,18 +110,25 @@ fn restore_id() -> u64 {
 pub struct Engine {
     views: ViewSet,
     data_dir: PathBuf,
+    store: Blobs,
     partitions: BTreeMap<i32, Partition>,
 }
 
 impl Engine {
-    /// An engine holding no partition, keeping checkpoints under
-    /// `data_dir`.
-    pub fn new(views: ViewSet, data_dir: PathBuf) -> Self {
+    /// An engine holding no partition, reading published batch runs under
+    /// `data_dir` and keeping checkpoints in `store`.
+    pub fn new(views: ViewSet, data_dir: PathBuf, store: Blobs) -> Self {
         Self {
             views,
             data_dir,
+            store,
             partitions: BTreeMap::new(),
         }
+    }
+
+    /// The checkpoint store.
+    pub fn store(&self) -> &Blobs {
+        &self.store
     }
 
     /// The views.
@@ -150,20 +160,23 @@ impl Engine {
     /// Restores partition `p` from its newest valid checkpoint (each
     /// refused one reported to `refused`), or from the start of the log;
     /// returns the `Restored` message to send before anything else of it.
-    pub fn restore(
+    pub async fn restore(
         &mut self,
         p: i32,
-        refused: impl FnMut(crate::checkpoint::CheckpointError),
-    ) -> Result<SpeedMessage, SpeedError> {
-        let data_dir = self.data_dir.as_path();
-        let ckpt = Checkpoint::load(data_dir, p, refused)?;
-        let layout = Layout::new(data_dir);
-        if layout.read_sealed(p).is_none() {
-            // From now on a batch run cuts this partition only at epoch
-            // boundaries the speed layer sealed (see batch's choose_cut).
-            write_sealed(data_dir, p, &[])?;
-        }
-        let boundaries = read_sealed(data_dir, p);
+        refused: impl FnMut(CheckpointError),
+    ) -> Result<SpeedMessage, CheckpointError> {
+        let ckpt = Checkpoint::load(&self.store, p, refused).await?;
+        let layout = Layout::new(&self.data_dir);
+        let boundaries = match read_sealed(&self.store, p).await? {
+            Some(b) => b,
+            None => {
+                // From now on a batch run cuts this partition only at
+                // epoch boundaries the speed layer sealed (see batch's
+                // choose_cut).
+                write_sealed(&self.store, p, &[]).await?;
+                Vec::new()
+            }
+        };
         // Seal where published batch runs cut too (a run taken before this
         // partition had a sealed epoch cut at the archive's end), so no
         // epoch straddles a cut.

@@ -37,8 +37,13 @@ pub use worker::WorkerStats;
 pub struct SpeedConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The data directory (checkpoints live under `speed/`).
+    /// The data directory (published batch runs and baselines are read
+    /// from it).
     pub data_dir: PathBuf,
+    /// Where checkpoints and sealed epoch boundaries live (`speed/`): the
+    /// data directory by default, or any object store shared by workers on
+    /// several machines.
+    pub checkpoints: braid_store::Blobs,
     /// The views to maintain.
     pub views: ViewSet,
     /// Consumer group shared by all speed workers.
@@ -60,6 +65,7 @@ impl SpeedConfig {
     pub fn new(brokers: String, data_dir: PathBuf, views: ViewSet) -> Self {
         Self {
             brokers,
+            checkpoints: braid_store::Blobs::local(&data_dir),
             data_dir,
             views,
             group: "braid-speed".into(),

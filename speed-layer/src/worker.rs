@@ -26,9 +26,10 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use braid_core::merge::Cut;
-use braid_store::Layout;
 use braid_store::views::{current_run, definition_hash, read_manifest};
+use braid_store::{Backoff, Layout};
 
+use crate::checkpoint::CheckpointError;
 use crate::engine::{Engine, Offer};
 use crate::judge::Judge;
 use crate::{SpeedConfig, SpeedError};
@@ -75,6 +76,8 @@ pub(crate) struct Worker {
     cuts_checked: Option<Instant>,
     /// Partitions held by no one (see [`OrphanWatch`]).
     orphans: OrphanWatch,
+    /// Cancelled on shutdown: a wait for the checkpoint store gives up.
+    shutdown: CancellationToken,
 }
 
 /// How long a partition's committed offset may stay behind its records,
@@ -126,7 +129,11 @@ impl Worker {
         Ok(Self {
             judge: Judge::new(config.detectors.clone()),
             cuts: vec![None; config.views.views.len()],
-            engine: Engine::new(config.views.clone(), config.data_dir.clone()),
+            engine: Engine::new(
+                config.views.clone(),
+                config.data_dir.clone(),
+                config.checkpoints.clone(),
+            ),
             config,
             consumer: Arc::new(consumer),
             producer,
@@ -140,6 +147,7 @@ impl Worker {
             last_outage_warning: None,
             last_rebuild: Instant::now(),
             alerts: Vec::new(),
+            shutdown: CancellationToken::new(),
         })
     }
 
@@ -147,6 +155,7 @@ impl Worker {
         mut self,
         shutdown: CancellationToken,
     ) -> Result<WorkerStats, SpeedError> {
+        self.shutdown = shutdown.clone();
         let mut publish = tokio::time::interval(self.config.publish_interval);
         let mut seal = tokio::time::interval(self.config.checkpoint_interval);
         seal.tick().await;
@@ -199,10 +208,20 @@ impl Worker {
         &self.config.data_dir
     }
 
+    /// Restores `p` from the checkpoint store, waiting while the store
+    /// fails (nothing of `p` is folded before its restore).
     async fn restore(&mut self, p: i32) -> Result<(), SpeedError> {
-        let restored = self.engine.restore(p, |e| {
-            tracing::warn!(partition = p, error = %e, "checkpoint refused; trying the previous one");
-        })?;
+        let mut backoff = Backoff::default();
+        let restored = loop {
+            let tried = self.engine.restore(p, |e| {
+                tracing::warn!(partition = p, error = %e, "checkpoint refused; trying the previous one");
+            });
+            match tried.await {
+                Ok(m) => break m,
+                Err(e) => hold(&mut backoff, &self.shutdown, p, "restoring", e).await?,
+            }
+        };
+        store_back(&mut backoff);
         self.send_control(restored).await
     }
 
@@ -562,16 +581,20 @@ impl Worker {
         let Some(job) = self.engine.seal(p) else {
             return Ok(());
         };
-        let data_dir = self.config.data_dir.clone();
-        let (job, path) = tokio::task::spawn_blocking(move || {
-            let path = job.write(&data_dir);
-            (job, path)
-        })
-        .await
-        .map_err(|e| SpeedError::Internal(e.to_string()))?;
-        let path = path?;
+        // The epoch is sealed in memory: its checkpoint must land before
+        // anything more is folded, published or committed (a put that
+        // failed may have landed all the same), so a failing store holds
+        // the worker here and the same checkpoint is written again.
+        let mut backoff = Backoff::default();
+        let key = loop {
+            match job.write(self.engine.store()).await {
+                Ok(key) => break key,
+                Err(e) => hold(&mut backoff, &self.shutdown, p, "writing a checkpoint", e).await?,
+            }
+        };
+        store_back(&mut backoff);
         self.stats.checkpoints += 1;
-        tracing::debug!(partition = p, path = %path.display(), "epoch sealed");
+        tracing::debug!(partition = p, key, "epoch sealed");
         let next = job.next_offset;
         self.send_control(job.msg).await?;
         let mut tpl = TopicPartitionList::new();
@@ -582,5 +605,33 @@ impl Worker {
             let _ = self.consumer.commit(&tpl, CommitMode::Async);
         }
         Ok(())
+    }
+}
+
+/// Waits out a failed try at the checkpoint store, saying so; on shutdown
+/// the failure ends the worker instead (what was not checkpointed is
+/// folded again by the next owner).
+async fn hold(
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+    p: i32,
+    what: &str,
+    e: CheckpointError,
+) -> Result<(), SpeedError> {
+    if shutdown.is_cancelled() {
+        return Err(e.into());
+    }
+    let pause = backoff.failed();
+    tracing::warn!(partition = p, error = %e, retry_in = ?pause, "checkpoint store failed {what}: holding, nothing more is folded until it works");
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => Ok(()),
+        _ = shutdown.cancelled() => Err(e.into()),
+    }
+}
+
+/// Says that the checkpoint store works again, when it had failed.
+fn store_back(backoff: &mut Backoff) {
+    if backoff.worked() {
+        tracing::info!("checkpoint store works again: folding resumes");
     }
 }

@@ -63,6 +63,9 @@ pub struct RunConfig {
     pub data_dir: PathBuf,
     /// Where the archive lives (the data directory by default).
     pub archive: Blobs,
+    /// Where the speed layer keeps its sealed epoch boundaries (the data
+    /// directory by default).
+    pub checkpoints: Blobs,
     /// The view definitions.
     pub views: ViewSet,
     /// Only this view (all when `None`).
@@ -98,6 +101,7 @@ impl RunConfig {
     pub fn new(data_dir: PathBuf, views: ViewSet) -> Self {
         Self {
             archive: Blobs::local(&data_dir),
+            checkpoints: Blobs::local(&data_dir),
             data_dir,
             views,
             only: None,
@@ -148,16 +152,18 @@ fn store_err(e: braid_store::StoreError) -> BatchError {
     BatchError::Internal(e.to_string())
 }
 
-/// The cut a run takes now, and the rolls it reads.
+/// The cut a run takes now, and the rolls it reads: per partition, the
+/// newest sealed epoch boundary (in `checkpoints`) the archive fully
+/// holds, or the archive's end where the speed layer never held it.
 pub async fn choose_cut(
-    layout: &Layout,
     archive: &Blobs,
+    checkpoints: &Blobs,
 ) -> Result<(Cut, BTreeMap<i32, Vec<Roll>>), BatchError> {
     let rolls = inventory(archive).await?;
     let mut cut = Cut::default();
     for (&p, rs) in &rolls {
         let end = rs.last().map_or(0, |r| r.last + 1);
-        let c = match layout.read_sealed(p) {
+        let c = match braid_store::layout::read_sealed(checkpoints, p).await? {
             None => end,
             Some(bs) => bs.into_iter().filter(|&b| b <= end).max().unwrap_or(0),
         };
@@ -395,7 +401,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     for v in &views {
         store_views::remove_stale(&layout, &v.name).map_err(store_err)?;
     }
-    let (mut cut, rolls) = choose_cut(&layout, &config.archive).await?;
+    let (mut cut, rolls) = choose_cut(&config.archive, &config.checkpoints).await?;
     hold_published_cuts(&layout, &views, &rolls, &mut cut)?;
     let imports = layout.complete_imports().map_err(io(&layout.imports()))?;
     let base = if config.incremental {

@@ -33,19 +33,47 @@ pub struct StorageArgs {
     /// Where the archive lives: a directory, file:///DIR, or
     /// s3://BUCKET/PREFIX (credentials, region and endpoint from the usual
     /// AWS_* variables; AWS_ALLOW_HTTP=true for an endpoint without TLS).
-    /// Default: the data directory. The views, checkpoints and imports stay
-    /// in the data directory.
+    /// Default: the data directory.
     #[arg(long, env = "BRAID_ARCHIVE_URL")]
     pub archive_url: Option<String>,
+
+    /// Where the speed layer keeps its checkpoints and sealed epoch
+    /// boundaries, and batch runs read those boundaries: a URL as for
+    /// --archive-url. Speed workers on several machines need one they all
+    /// reach, so a partition can move between them. Default: the data
+    /// directory. Views, baselines and imports stay in the data directory.
+    #[arg(long, env = "BRAID_CHECKPOINT_URL")]
+    pub checkpoint_url: Option<String>,
 }
 
 impl StorageArgs {
-    /// The archive store.
-    pub fn archive(&self) -> anyhow::Result<braid_store::Blobs> {
-        match &self.archive_url {
+    fn store(&self, url: Option<&String>) -> anyhow::Result<braid_store::Blobs> {
+        match url {
             None => Ok(braid_store::Blobs::local(&self.data_dir)),
             Some(url) => Ok(braid_store::Blobs::open(url)?),
         }
+    }
+
+    /// The archive store.
+    pub fn archive(&self) -> anyhow::Result<braid_store::Blobs> {
+        self.store(self.archive_url.as_ref())
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoints(&self) -> anyhow::Result<braid_store::Blobs> {
+        self.store(self.checkpoint_url.as_ref())
+    }
+
+    /// A batch run of `views` over this storage (the other settings at
+    /// their defaults).
+    pub fn run_config(
+        &self,
+        views: braid_core::ViewSet,
+    ) -> anyhow::Result<braid_batch::recompute::RunConfig> {
+        let mut c = braid_batch::recompute::RunConfig::new(self.data_dir.clone(), views);
+        c.archive = self.archive()?;
+        c.checkpoints = self.checkpoints()?;
+        Ok(c)
     }
 }
 
@@ -336,18 +364,19 @@ pub struct SpeedArgs {
 }
 
 impl SpeedArgs {
-    /// The speed configuration for `brokers`, `data_dir` and `views`.
+    /// The speed configuration for `brokers`, `storage` and `views`.
     pub fn config(
         &self,
         brokers: String,
-        data_dir: std::path::PathBuf,
+        storage: &StorageArgs,
         views: braid_core::ViewSet,
-    ) -> braid_speed::SpeedConfig {
-        let mut c = braid_speed::SpeedConfig::new(brokers, data_dir, views);
+    ) -> anyhow::Result<braid_speed::SpeedConfig> {
+        let mut c = braid_speed::SpeedConfig::new(brokers, storage.data_dir.clone(), views);
+        c.checkpoints = storage.checkpoints()?;
         c.checkpoint_interval =
             std::time::Duration::from_millis(self.checkpoint_interval.max(1) as u64);
         c.publish_interval = std::time::Duration::from_millis(self.publish_interval.max(1) as u64);
-        c
+        Ok(c)
     }
 }
 

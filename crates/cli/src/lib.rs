@@ -454,8 +454,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             let (set, detectors) = load_views_and_detectors(&views.views)?;
-            let mut config = braid_batch::recompute::RunConfig::new(storage.data_dir.clone(), set);
-            config.archive = storage.archive()?;
+            let mut config = storage.run_config(set)?;
             config.detectors = detectors;
             config.only = view;
             config.incremental = incremental;
@@ -925,10 +924,10 @@ async fn speed_alone(
     let set = load_views(&views.views)?;
     let shutdown = shutdown_on_signal();
     println!(
-        "braid speed: reading {brokers}, checkpoints under {}",
-        storage.data_dir.display()
+        "braid speed: reading {brokers}, checkpoints in {}",
+        storage.checkpoints()?.location()
     );
-    let mut config = speed.config(brokers, storage.data_dir, set);
+    let mut config = speed.config(brokers, &storage, set)?;
     config.detectors = load_views_and_detectors(&views.views)?.1;
     let stats = braid_speed::run(config, shutdown).await?;
     println!(
@@ -1098,24 +1097,21 @@ async fn batch_run(mut config: braid_batch::recompute::RunConfig) -> Result<Exit
     }
 }
 
-/// `braid up`'s in-process batch schedule: an incremental run every
-/// `every`, skipped while another run (cron's, say) holds the lock.
+/// `braid up`'s in-process batch schedule: an incremental run of
+/// `template` every `every`, skipped while another run (cron's, say)
+/// holds the lock.
 async fn batch_schedule(
-    (data_dir, archive): (PathBuf, braid_store::Blobs),
-    views: ViewSet,
-    detectors: braid_core::detect::Detectors,
+    mut template: braid_batch::recompute::RunConfig,
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
+    template.incremental = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        let mut config = braid_batch::recompute::RunConfig::new(data_dir.clone(), views.clone());
-        config.archive = archive.clone();
-        config.incremental = true;
-        config.detectors = detectors.clone();
+        let config = template.clone();
         // A run does blocking file work between its awaits: it gets a runtime
         // of its own, so HTTP and the speed layer keep theirs.
         let run = tokio::task::spawn_blocking(move || {
@@ -1222,8 +1218,7 @@ async fn up(
         }
     };
     let detectors = load_views_and_detectors(&views.views)?.1;
-    let mut speed_config =
-        speed_args.config(brokers.clone(), storage.data_dir.clone(), set.clone());
+    let mut speed_config = speed_args.config(brokers.clone(), &storage, set.clone())?;
     speed_config.detectors = detectors.clone();
     let speed = tokio::spawn(braid_speed::run(speed_config, shutdown.clone()));
     let archive = tokio::spawn(braid_batch::run(
@@ -1316,13 +1311,9 @@ async fn up(
             "braid up: batch runs every {}",
             braid_core::time::format_duration(batch_args.batch_every)
         );
-        tokio::spawn(batch_schedule(
-            (storage.data_dir.clone(), storage.archive()?),
-            set.clone(),
-            detectors.clone(),
-            every,
-            shutdown.clone(),
-        ));
+        let mut template = storage.run_config(set.clone())?;
+        template.detectors = detectors.clone();
+        tokio::spawn(batch_schedule(template, every, shutdown.clone()));
     }
     let stop = shutdown.clone();
     braid_ingest::tls::serve(

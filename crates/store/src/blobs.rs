@@ -207,6 +207,47 @@ impl Blobs {
         }
     }
 
+    /// Writes `bytes` as `key`, replacing what was there: readers see the
+    /// old object or the new one, never a torn one (a local file is
+    /// written to a temporary name, synced and renamed; an object store's
+    /// put is atomic).
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        match &*self.inner {
+            Inner::Local(root) => {
+                let path = root.join(key);
+                tokio::task::spawn_blocking(move || crate::layout::write_atomic(&path, &bytes))
+                    .await
+                    .map_err(|e| self.err("writing", key, e))?
+                    .map_err(|e| self.err("writing", key, e))
+            }
+            Inner::Remote { store, prefix, .. } => store
+                .put(&Self::object(prefix, key), PutPayload::from(bytes))
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("writing", key, e)),
+        }
+    }
+
+    /// Moves `from` to `to` (replacing `to`).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), BlobError> {
+        match &*self.inner {
+            Inner::Local(root) => {
+                let (src, dst) = (root.join(from), root.join(to));
+                tokio::task::spawn_blocking(move || {
+                    std::fs::rename(&src, &dst)?;
+                    crate::layout::sync_dir(dst.parent().unwrap_or(Path::new(".")))
+                })
+                .await
+                .map_err(|e| self.err("renaming", from, e))?
+                .map_err(|e| self.err("renaming", from, e))
+            }
+            Inner::Remote { store, prefix, .. } => store
+                .rename(&Self::object(prefix, from), &Self::object(prefix, to))
+                .await
+                .map_err(|e| self.err("renaming", from, e)),
+        }
+    }
+
     /// Reads `key`: `None` when there is no such object.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, BlobError> {
         match &*self.inner {
@@ -300,6 +341,32 @@ impl Blobs {
     }
 }
 
+/// The pause before the next try at a store that fails: 1 s after the
+/// first failure, doubling, at most 10 s. The archiver and the speed
+/// layer's checkpoints hold (advance no offset) while they wait.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Backoff {
+    pause: Duration,
+}
+
+impl Backoff {
+    /// The first pause.
+    pub const FIRST: Duration = Duration::from_secs(1);
+    /// The longest pause.
+    pub const MAX: Duration = Duration::from_secs(10);
+
+    /// A try failed: how long to wait before the next one.
+    pub fn failed(&mut self) -> Duration {
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        self.pause
+    }
+
+    /// A try worked: whether tries had failed before (the store is back).
+    pub fn worked(&mut self) -> bool {
+        !std::mem::take(&mut self.pause).is_zero()
+    }
+}
+
 /// The staging name a local put writes before linking it into place.
 pub const STAGING: &str = ".tmp";
 
@@ -376,6 +443,23 @@ mod tests {
         b.delete("a/two.bin").await.unwrap();
         b.delete("a/two.bin").await.unwrap();
         assert_eq!(b.get("a/two.bin").await.unwrap(), None);
+        // A plain put replaces; a rename moves.
+        b.put("a/b/one.bin", Bytes::from_static(b"3"))
+            .await
+            .unwrap();
+        assert_eq!(b.get("a/b/one.bin").await.unwrap().unwrap(), "3");
+        b.rename("a/b/one.bin", "a/b/one.old").await.unwrap();
+        assert_eq!(b.list("a").await.unwrap(), ["a/b/one.old"]);
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_limit_and_resets() {
+        let mut b = Backoff::default();
+        assert!(!b.worked());
+        let pauses: Vec<u64> = (0..6).map(|_| b.failed().as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
+        assert!(b.worked());
+        assert_eq!(b.failed(), Backoff::FIRST);
     }
 
     #[test]

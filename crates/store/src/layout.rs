@@ -9,13 +9,15 @@
 //! views/.lock
 //! baselines/<run id>.bin, CURRENT
 //! speed/checkpoints/partition=P/<next offset>.ckpt   (.ckpt.refused: set aside)
-//! speed/sealed/partition=P.txt
+//! speed/sealed/partition=P.txt                     (speed/: or --checkpoint-url)
 //! broker/
 //! ```
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::blobs::{BlobError, Blobs};
 
 /// The data directory and the paths inside it.
 #[derive(Clone, Debug)]
@@ -63,18 +65,34 @@ impl Layout {
     pub fn batch_lock(&self) -> PathBuf {
         self.views().join(".lock")
     }
+}
 
-    /// Sealed epoch boundaries of speed partition `p`, one per line.
-    pub fn sealed(&self, p: i32) -> PathBuf {
-        self.root.join(format!("speed/sealed/partition={p}.txt"))
-    }
+/// The key, in the checkpoint store, of the sealed epoch boundaries of
+/// speed partition `p`, one per line.
+pub fn sealed_key(p: i32) -> String {
+    format!("speed/sealed/partition={p}.txt")
+}
 
-    /// Reads the sealed boundaries of partition `p`: `None` when the speed
-    /// layer has never sealed an epoch of it.
-    pub fn read_sealed(&self, p: i32) -> Option<Vec<i64>> {
-        let text = fs::read_to_string(self.sealed(p)).ok()?;
-        Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    }
+/// Reads the sealed boundaries of partition `p` from the checkpoint store:
+/// `None` when the speed layer has never held the partition. A store that
+/// cannot answer is an error, never "none": a batch run must not take the
+/// archive's end for a cut because the registry was out of reach.
+pub async fn read_sealed(store: &Blobs, p: i32) -> Result<Option<Vec<i64>>, BlobError> {
+    let Some(bytes) = store.get(&sealed_key(p)).await? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(Some(
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+    ))
+}
+
+/// Records the sealed boundaries of partition `p` (the newest 10,000),
+/// replacing the previous list atomically.
+pub async fn write_sealed(store: &Blobs, p: i32, boundaries: &[i64]) -> Result<(), BlobError> {
+    let keep = &boundaries[boundaries.len().saturating_sub(10_000)..];
+    let text: String = keep.iter().map(|b| format!("{b}\n")).collect();
+    store.put(&sealed_key(p), text.into()).await
 }
 
 impl Layout {

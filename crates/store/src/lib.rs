@@ -20,6 +20,6 @@ pub mod blobs;
 pub mod layout;
 pub mod views;
 
-pub use blobs::{BlobError, Blobs, Put};
+pub use blobs::{Backoff, BlobError, Blobs, Put};
 pub use layout::Layout;
 pub use views::{BatchView, Manifest, StoreError};

@@ -26,6 +26,7 @@ use braid_core::speedlog::{SpeedMessage, SpeedTable};
 use braid_core::{Record, ViewSet};
 use braid_speed::checkpoint;
 use braid_speed::engine::{Engine, Offer};
+use braid_store::Blobs;
 use braid_testkit::logs::assert_speed_matches_model_where;
 use braid_testkit::random::{VIEWS, event, log};
 use proptest::prelude::*;
@@ -90,15 +91,23 @@ struct Sim<'a> {
     boundary: BTreeMap<i32, i64>,
     /// Per partition, whether the table shows a whole picture of it.
     whole: BTreeMap<i32, bool>,
+    /// Runs the engines' checkpoint reads and writes (a local store).
+    rt: tokio::runtime::Runtime,
+}
+
+fn engine(set: &ViewSet, dir: &Path) -> Engine {
+    Engine::new(set.clone(), dir.to_path_buf(), Blobs::local(dir))
 }
 
 impl<'a> Sim<'a> {
     fn new(set: ViewSet, dir: &'a Path, log: Vec<Record>) -> Self {
-        let engines = [
-            Engine::new(set.clone(), dir.to_path_buf()),
-            Engine::new(set.clone(), dir.to_path_buf()),
-        ];
+        let engines = [engine(&set, dir), engine(&set, dir)];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let mut sim = Self {
+            rt,
             set,
             dir,
             log,
@@ -178,8 +187,9 @@ impl<'a> Sim<'a> {
     fn deliver_one(&mut self, w: usize, p: i32) {
         let offset = self.position[&p];
         if !self.engines[w].holds(p) {
-            let restored = self.engines[w]
-                .restore(p, |_| {})
+            let restored = self
+                .rt
+                .block_on(self.engines[w].restore(p, |_| {}))
                 .expect("restore from the checkpoint");
             self.send(restored);
         }
@@ -226,7 +236,10 @@ impl<'a> Sim<'a> {
         let Some(job) = self.engines[w].seal(p) else {
             return;
         };
-        job.write(self.dir).expect("checkpoint written");
+        let store = Blobs::local(self.dir);
+        self.rt
+            .block_on(job.write(&store))
+            .expect("checkpoint written");
         if die_before_announcing {
             return;
         }
@@ -247,14 +260,14 @@ impl<'a> Sim<'a> {
             self.publish(w, None);
             self.seal(w, p, true);
         }
-        self.engines[w] = Engine::new(self.set.clone(), self.dir.to_path_buf());
+        self.engines[w] = engine(&self.set, self.dir);
         // The survivor's partitions are revoked too: the group rebalances.
         self.revoke_all();
         self.assign(assign);
     }
 
     fn corrupt(&self, p: i32) {
-        let d = checkpoint::dir(self.dir, p);
+        let d = self.dir.join(checkpoint::dir(p));
         let Ok(entries) = std::fs::read_dir(&d) else {
             return;
         };

@@ -261,6 +261,20 @@ async fn states_below_a_published_cut_are_dropped() {
     let broker = memory_broker().await;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
+    let store = braid_store::Blobs::local(dir.path());
+    let sealed_at = |ends: &std::collections::BTreeMap<i32, i64>| {
+        let store = store.clone();
+        let ends = ends.clone();
+        async move {
+            for (p, end) in ends {
+                let sealed = braid_store::layout::read_sealed(&store, p).await.unwrap();
+                if sealed.unwrap_or_default().last() != Some(&end) {
+                    return false;
+                }
+            }
+            true
+        }
+    };
     let set = ViewSet::parse(VIEWS).unwrap();
     produce(&broker.brokers(), &readings(4, 600), 5, Some(NOW)).await;
     let ends = log_ends(&read_log(&broker.brokers()));
@@ -268,10 +282,7 @@ async fn states_below_a_published_cut_are_dropped() {
     let task = tokio::spawn(run(config(broker.brokers(), dir.path()), stop.clone()));
     // Every partition sealed at its end: that is the cut.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ends
-        .iter()
-        .all(|(&p, &end)| layout.read_sealed(p).unwrap_or_default().last() == Some(&end))
-    {
+    while !sealed_at(&ends).await {
         assert!(
             std::time::Instant::now() < deadline,
             "never sealed at {ends:?}"
@@ -279,11 +290,19 @@ async fn states_below_a_published_cut_are_dropped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let below = |p: i32, cut: i64| {
-        Checkpoint::load(dir.path(), p, |_| {})
-            .unwrap()
-            .map_or(0, |c| c.states.iter().filter(|(k, _)| k.3 < cut).count())
+        let store = store.clone();
+        async move {
+            Checkpoint::load(&store, p, |_| {})
+                .await
+                .unwrap()
+                .map_or(0, |c| c.states.iter().filter(|(k, _)| k.3 < cut).count())
+        }
     };
-    assert!(ends.iter().any(|(&p, &end)| below(p, end) > 0));
+    let mut any_below = false;
+    for (&p, &end) in &ends {
+        any_below |= below(p, end).await > 0;
+    }
+    assert!(any_below);
     // A batch run cutting there (its rows do not matter here).
     let cut = braid_core::merge::Cut(ends.clone());
     for v in &set.views {
@@ -301,10 +320,11 @@ async fn states_below_a_published_cut_are_dropped() {
     let later = log_ends(&read_log(&broker.brokers()));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let sealed_later = later
-            .iter()
-            .all(|(&p, &end)| layout.read_sealed(p).unwrap_or_default().last() == Some(&end));
-        let kept: usize = ends.iter().map(|(&p, &end)| below(p, end)).sum();
+        let sealed_later = sealed_at(&later).await;
+        let mut kept = 0;
+        for (&p, &end) in &ends {
+            kept += below(p, end).await;
+        }
         if sealed_later && kept == 0 {
             break;
         }

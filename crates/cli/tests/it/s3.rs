@@ -1,14 +1,19 @@
-//! The archive on an S3-compatible server (moto, started by the test on
-//! loopback), through a switch that can cut the network to it.
+//! The archive and the speed checkpoints on an S3-compatible server (moto,
+//! started by the test on loopback), through a switch that can cut the
+//! network to it.
 //!
-//! Every role runs as a process with `BRAID_ARCHIVE_URL=s3://braid/run`.
-//! A fleet sends readings for 95 s; 12 s in, the bucket goes away for 60 s.
-//! While it is away no roll marker appears (no offset counts as archived),
-//! the archiver says it is holding, a batch run fails naming the store and
-//! publishes nothing, and ingest, speed and serving go on.
-//! Afterwards the archiver catches up, a batch run reads the archive from
-//! S3, and `braid verify` finds every offset of the log archived exactly
-//! once and every served window equal to a from-scratch recomputation.
+//! Every role runs as a process with `BRAID_ARCHIVE_URL=s3://braid/run`
+//! and `BRAID_CHECKPOINT_URL=s3://braid/speed-state`. A fleet sends
+//! readings for 95 s; 12 s in, the bucket goes away for 60 s. While it is
+//! away no roll marker and no checkpoint appears (no offset counts as
+//! archived or checkpointed), the archiver and the speed layer say they
+//! hold, a batch run fails naming the store and publishes nothing, and
+//! ingest and serving go on. Afterwards both catch up; the speed worker is
+//! killed with `kill -9` and restarted, and with more readings it restores
+//! every partition from the bucket (the data directory has no checkpoint);
+//! a batch run reads the archive and the sealed boundaries from S3, and
+//! `braid verify` finds every offset of the log archived exactly once and
+//! every served window equal to a from-scratch recomputation.
 
 use std::time::{Duration, Instant};
 
@@ -60,8 +65,10 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     moto.create_bucket("braid");
     let switch = Switch::start(&moto.addr);
     let url = "s3://braid/run";
+    let state_url = "s3://braid/speed-state";
     let mut env = Moto::env(&switch.addr);
     env.push(("BRAID_ARCHIVE_URL".into(), url.into()));
+    env.push(("BRAID_CHECKPOINT_URL".into(), state_url.into()));
     let mut c = Cluster::start(Setup {
         roll_age: "2s",
         env,
@@ -73,6 +80,11 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         rt.block_on(direct.list("archive/rolls"))
             .expect("list markers")
     };
+    let state = Blobs::open_with(state_url, &direct_options(&moto.addr)).expect("open");
+    let checkpoints = || {
+        rt.block_on(state.list("speed/checkpoints"))
+            .expect("list checkpoints")
+    };
 
     let start = Instant::now();
     let mut sim = c.home_fleet(95, 13);
@@ -82,10 +94,16 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         "nothing archived in 12 s: {}",
         c.logs("archive")
     );
+    assert!(
+        !checkpoints().is_empty(),
+        "no checkpoint in 12 s: {}",
+        c.logs("speed")
+    );
     switch.cut();
     let cut = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
     let before = markers();
+    let checkpoints_before = checkpoints();
     // A batch run cannot read the archive now: it fails, saying where, and
     // publishes nothing.
     let current = c.data_dir().join("views/home_power/CURRENT");
@@ -105,6 +123,11 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
             before,
             "a roll was marked while the bucket was away"
         );
+        assert_eq!(
+            checkpoints(),
+            checkpoints_before,
+            "a checkpoint was written while the bucket was away"
+        );
     }
     let logs = c.logs("archive");
     assert!(
@@ -112,6 +135,12 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         "the archiver never said it holds: {logs}"
     );
     assert!(c.running("archive"), "the archiver gave up: {logs}");
+    let logs = c.logs("speed");
+    assert!(
+        logs.contains("checkpoint store failed") && logs.contains("holding"),
+        "the speed layer never said it holds: {logs}"
+    );
+    assert!(c.running("speed"), "the speed layer gave up: {logs}");
     switch.restore();
     println!("outage over after {:?}", cut.elapsed());
 
@@ -141,13 +170,36 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(markers().len() > before.len(), "no roll after the outage");
+    assert_ne!(
+        checkpoints(),
+        checkpoints_before,
+        "no checkpoint after the outage"
+    );
+    // The speed worker's machine is lost: a new one restores every
+    // partition from the bucket.
+    c.kill("speed");
+    c.spawn("speed");
+    // More readings, so the new worker restores every partition.
+    assert!(
+        c.home_fleet(5, 14).wait().expect("simulator").success(),
+        "the simulator failed"
+    );
+    assert!(!c.data_dir().join("speed").exists());
     c.batch_run();
     let report = c.verify_clean("s3 outage");
+    let log = braid_testkit::logs::read_log(&c.brokers);
     assert_eq!(
         report["archived"].as_u64(),
         Some(log.len() as u64),
         "{report}"
     );
-    // The archive is in the bucket, not the data directory.
+    // The archive and the checkpoints are in the bucket, not the data
+    // directory.
     assert!(!c.data_dir().join("archive/readings").exists());
+    assert!(!c.data_dir().join("speed").exists());
+    let logs = std::fs::read_to_string(c.dir().join("speed-2.log")).expect("log");
+    assert!(
+        logs.contains("partition restored from checkpoint"),
+        "the restarted worker restored nothing: {logs}"
+    );
 }
