@@ -129,6 +129,7 @@ pub struct BatchViews {
     seen: RwLock<HashMap<String, Option<CurrentStamp>>>,
     stale: RwLock<HashMap<String, String>>,
     retired: Mutex<Retired>,
+    last_unreachable: Mutex<Option<std::time::Instant>>,
 }
 
 impl BatchViews {
@@ -140,6 +141,7 @@ impl BatchViews {
             seen: RwLock::new(HashMap::new()),
             stale: RwLock::new(HashMap::new()),
             retired: Mutex::new(Retired::default()),
+            last_unreachable: Mutex::new(None),
         }
     }
 
@@ -166,7 +168,10 @@ impl BatchViews {
     ) -> Result<(), StoreError> {
         // Taken before `CURRENT` is read: if it moves in between, the next
         // query sees another stamp and reads again.
-        let stamp = current_stamp(&self.layout, &view.name)?;
+        let stamp = match current_stamp(&self.layout, &view.name) {
+            Ok(stamp) => stamp,
+            Err(e) => return self.unreachable(view, e),
+        };
         if self
             .seen
             .read()
@@ -174,9 +179,28 @@ impl BatchViews {
         {
             return Ok(());
         }
-        self.load(views, view, table)?;
+        if let Err(e) = self.load(views, view, table) {
+            return self.unreachable(view, e);
+        }
         if let Ok(mut seen) = self.seen.write() {
             seen.insert(view.name.clone(), stamp);
+        }
+        Ok(())
+    }
+
+    /// An object store holding the published runs that does not answer:
+    /// the run loaded last goes on answering (answers name it, and its
+    /// time), with a warning at most every 10 s. Anything else is an
+    /// error.
+    fn unreachable(&self, view: &ViewDef, e: StoreError) -> Result<(), StoreError> {
+        if !matches!(e, StoreError::Blob(_)) {
+            return Err(e);
+        }
+        if let Ok(mut last) = self.last_unreachable.lock()
+            && last.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10))
+        {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(view = %view.name, error = %e, "the store of published batch runs does not answer: the run loaded last goes on answering");
         }
         Ok(())
     }

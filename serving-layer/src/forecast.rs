@@ -25,8 +25,14 @@ pub const MAX_POINTS: i64 = 10_000;
 #[derive(Debug)]
 pub struct BaselineCache {
     layout: Layout,
-    current: RwLock<Option<Arc<Baselines>>>,
+    current: RwLock<Option<Loaded>>,
 }
+
+/// The stamp of `baselines/CURRENT` last acted on, and what it named.
+type Loaded = (
+    Option<braid_store::published::Stamp>,
+    Option<Arc<Baselines>>,
+);
 
 impl BaselineCache {
     /// Baselines under `layout`.
@@ -37,22 +43,42 @@ impl BaselineCache {
         }
     }
 
-    /// The current baselines (one small file read to see whether they
-    /// moved); `None` before the first batch run that trained any.
+    /// The current baselines (a stat of `baselines/CURRENT` to see whether
+    /// they moved); `None` before the first batch run that trained any.
     pub fn get(&self) -> Result<Option<Arc<Baselines>>, ServingError> {
         let internal = |e: braid_store::StoreError| ServingError::Internal(e.to_string());
+        // While `CURRENT`'s stamp stands, the loaded ones are current (an
+        // object store is not waited for).
+        let stamp = braid_store::baselines::current_stamp(&self.layout).map_err(internal)?;
+        if let Ok(c) = self.current.read()
+            && let Some((seen, b)) = c.as_ref()
+            && *seen == stamp
+        {
+            return Ok(b.clone());
+        }
         let Some(id) = braid_store::baselines::current_id(&self.layout).map_err(internal)? else {
+            if let Ok(mut c) = self.current.write() {
+                *c = Some((stamp, None));
+            }
             return Ok(None);
         };
-        if let Ok(c) = self.current.read()
-            && let Some(b) = c.as_ref().filter(|b| b.run_id == id)
-        {
-            return Ok(Some(b.clone()));
-        }
-        let b = Arc::new(braid_store::baselines::read(&self.layout, &id).map_err(internal)?);
-        tracing::info!(run = %id, profiles = b.profiles(), "seasonal baselines loaded");
+        let loaded = self
+            .current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref()?.1.clone())
+            .filter(|b| b.run_id == id);
+        let b = match loaded {
+            Some(b) => b,
+            None => {
+                let b =
+                    Arc::new(braid_store::baselines::read(&self.layout, &id).map_err(internal)?);
+                tracing::info!(run = %id, profiles = b.profiles(), "seasonal baselines loaded");
+                b
+            }
+        };
         if let Ok(mut c) = self.current.write() {
-            *c = Some(b.clone());
+            *c = Some((stamp, Some(b.clone())));
         }
         Ok(Some(b))
     }

@@ -38,8 +38,9 @@ use tokio_util::sync::CancellationToken;
 pub struct ServingConfig {
     /// Kafka bootstrap servers.
     pub brokers: String,
-    /// The data directory (batch views, when there are some).
-    pub data_dir: std::path::PathBuf,
+    /// Where the published batch views and baselines are (the data
+    /// directory's, or another store's: [`braid_store::Layout::publish_in`]).
+    pub layout: braid_store::Layout,
     /// The views served.
     pub views: ViewSet,
     /// Where `braid serve` listens alone.
@@ -133,12 +134,12 @@ pub fn start(
     Ok(Arc::new(Serving {
         views: config.views.clone(),
         feed,
-        batch: batch::BatchViews::new(braid_store::Layout::new(&config.data_dir)),
+        batch: batch::BatchViews::new(config.layout.clone()),
         http: metrics::HttpMetrics::default(),
         openapi,
         tokens: config.tokens.clone(),
         alerts,
-        baselines: forecast::BaselineCache::new(braid_store::Layout::new(&config.data_dir)),
+        baselines: forecast::BaselineCache::new(config.layout.clone()),
         detectors: config.detectors.clone(),
         webhook,
         answers: cache::AnswerCache::new(ANSWER_CACHE_BYTES),

@@ -65,6 +65,10 @@ pub enum CheckpointError {
     /// The checkpoint store failed (reading, writing, listing).
     #[error("checkpoint store failed: {0}")]
     Store(#[from] BlobError),
+    /// The published batch runs (whose cuts a restore seals at) could not
+    /// be read.
+    #[error("reading the published batch runs: {0}")]
+    Published(#[from] braid_store::StoreError),
     /// The checkpoint is damaged.
     #[error("checkpoint {key} in {store} refused: {reason}")]
     Corrupt {

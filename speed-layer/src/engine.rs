@@ -21,7 +21,6 @@
 //! - a revoked partition is dropped without writing anything.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 
 use braid_core::fold::PartitionFolder;
 use braid_core::merge::{Cut, EpochSpan};
@@ -109,18 +108,18 @@ fn restore_id() -> u64 {
 /// The state of every partition a worker holds.
 pub struct Engine {
     views: ViewSet,
-    data_dir: PathBuf,
+    layout: Layout,
     store: Blobs,
     partitions: BTreeMap<i32, Partition>,
 }
 
 impl Engine {
-    /// An engine holding no partition, reading published batch runs under
-    /// `data_dir` and keeping checkpoints in `store`.
-    pub fn new(views: ViewSet, data_dir: PathBuf, store: Blobs) -> Self {
+    /// An engine holding no partition, reading published batch runs from
+    /// `layout` and keeping checkpoints in `store`.
+    pub fn new(views: ViewSet, layout: Layout, store: Blobs) -> Self {
         Self {
             views,
-            data_dir,
+            layout,
             store,
             partitions: BTreeMap::new(),
         }
@@ -166,7 +165,6 @@ impl Engine {
         refused: impl FnMut(CheckpointError),
     ) -> Result<SpeedMessage, CheckpointError> {
         let ckpt = Checkpoint::load(&self.store, p, refused).await?;
-        let layout = Layout::new(&self.data_dir);
         let boundaries = match read_sealed(&self.store, p).await? {
             Some(b) => b,
             None => {
@@ -180,7 +178,7 @@ impl Engine {
         // Seal where published batch runs cut too (a run taken before this
         // partition had a sealed epoch cut at the archive's end), so no
         // epoch straddles a cut.
-        let cuts = published_cuts(&layout, p);
+        let cuts = published_cuts(&self.layout, p)?;
         let from = ckpt.as_ref().map_or(i64::MIN, |c| c.next_offset);
         let mut forced: Vec<i64> = boundaries
             .iter()

@@ -34,6 +34,8 @@ pub struct Judge {
     /// Bumped at each load, so slots look their profile up again.
     generation: u64,
     checked: Option<Instant>,
+    /// The stamp of `baselines/CURRENT` when it was last read and acted on.
+    stamp: Option<Option<braid_store::published::Stamp>>,
     /// By device id, then a short list of (partition, metric) slots: a
     /// reading is looked up by `&str` without allocating.
     states: HashMap<String, Vec<Slot>>,
@@ -47,6 +49,7 @@ impl Judge {
             baselines: Baselines::default(),
             generation: 0,
             checked: None,
+            stamp: None,
             states: HashMap::new(),
         }
     }
@@ -72,19 +75,27 @@ impl Judge {
             return;
         }
         self.checked = Some(Instant::now());
+        // Read only when it moved (an object store is not waited for).
+        let Ok(stamp) = braid_store::baselines::current_stamp(layout) else {
+            return;
+        };
+        if self.stamp.as_ref() == Some(&stamp) {
+            return;
+        }
         match braid_store::baselines::current_id(layout) {
             Ok(Some(id)) if self.baselines.run_id != id => {
                 match braid_store::baselines::read(layout, &id) {
                     Ok(b) => {
                         tracing::info!(run = %id, metrics = b.metrics.len(), profiles = b.profiles(), "seasonal baselines loaded");
                         self.set_baselines(b);
+                        self.stamp = Some(stamp);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "seasonal baselines not loaded; keeping the previous ones")
                     }
                 }
             }
-            Ok(_) => {}
+            Ok(_) => self.stamp = Some(stamp),
             Err(e) => tracing::warn!(error = %e, "cannot read baselines/CURRENT"),
         }
     }

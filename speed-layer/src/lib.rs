@@ -44,6 +44,9 @@ pub struct SpeedConfig {
     /// data directory by default, or any object store shared by workers on
     /// several machines.
     pub checkpoints: braid_store::Blobs,
+    /// Where batch runs publish views and baselines (the data directory by
+    /// default).
+    pub published: braid_store::Blobs,
     /// The views to maintain.
     pub views: ViewSet,
     /// Consumer group shared by all speed workers.
@@ -66,6 +69,7 @@ impl SpeedConfig {
         Self {
             brokers,
             checkpoints: braid_store::Blobs::local(&data_dir),
+            published: braid_store::Blobs::local(&data_dir),
             data_dir,
             views,
             group: "braid-speed".into(),

@@ -8,7 +8,6 @@
 //! consumer sought to the checkpoint's offset), a revoked one is dropped
 //! without writing anything, so that only the new owner writes from then on.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use braid_core::merge::Cut;
-use braid_store::views::{current_run, definition_hash, read_manifest};
+use braid_store::views::{
+    CurrentStamp, current_run, current_stamp, definition_hash, read_manifest,
+};
 use braid_store::{Backoff, Layout};
 
 use crate::checkpoint::CheckpointError;
@@ -73,11 +74,15 @@ pub(crate) struct Worker {
     /// Per view (by index), the run id and cut of its published batch run
     /// made from this definition, and when `CURRENT` was last looked at.
     cuts: Vec<Option<(String, Cut)>>,
+    /// Per view, the stamp of `CURRENT` when it was last read and acted on.
+    cut_stamps: Vec<Option<Option<CurrentStamp>>>,
     cuts_checked: Option<Instant>,
     /// Partitions held by no one (see [`OrphanWatch`]).
     orphans: OrphanWatch,
     /// Cancelled on shutdown: a wait for the checkpoint store gives up.
     shutdown: CancellationToken,
+    /// Where batch runs publish.
+    layout: Layout,
 }
 
 /// How long a partition's committed offset may stay behind its records,
@@ -126,14 +131,13 @@ impl Worker {
             )));
         }
         let orphans = OrphanWatch::new(orphaned_after(config.checkpoint_interval));
+        let layout = Layout::new(&config.data_dir).publish_in(&config.published);
         Ok(Self {
             judge: Judge::new(config.detectors.clone()),
             cuts: vec![None; config.views.views.len()],
-            engine: Engine::new(
-                config.views.clone(),
-                config.data_dir.clone(),
-                config.checkpoints.clone(),
-            ),
+            cut_stamps: vec![None; config.views.views.len()],
+            layout: layout.clone(),
+            engine: Engine::new(config.views.clone(), layout, config.checkpoints.clone()),
             config,
             consumer: Arc::new(consumer),
             producer,
@@ -172,7 +176,7 @@ impl Worker {
                 }
                 _ = publish.tick() => {
                     self.drain_events();
-                    self.judge.reload(&Layout::new(self.data_dir()));
+                    self.judge.reload(&self.layout);
                     self.drop_covered();
                     self.publish().await?;
                 }
@@ -202,10 +206,6 @@ impl Worker {
                 );
             }
         }
-    }
-
-    fn data_dir(&self) -> &PathBuf {
-        &self.config.data_dir
     }
 
     /// Restores `p` from the checkpoint store, waiting while the store
@@ -524,20 +524,29 @@ impl Worker {
             return;
         }
         self.cuts_checked = Some(Instant::now());
-        let layout = Layout::new(self.data_dir());
+        let layout = &self.layout;
         let views = self.engine.views();
         for (vi, v) in views.views.iter().enumerate() {
-            let Ok(Some(run)) = current_run(&layout, &v.name) else {
+            // Read only when it moved (an object store is not waited for).
+            let Ok(stamp) = current_stamp(layout, &v.name) else {
+                continue;
+            };
+            if self.cut_stamps[vi].as_ref() == Some(&stamp) {
+                continue;
+            }
+            let Ok(Some(run)) = current_run(layout, &v.name) else {
                 continue;
             };
             if self.cuts[vi].as_ref().is_some_and(|c| c.0 == run) {
+                self.cut_stamps[vi] = Some(stamp);
                 continue;
             }
-            match read_manifest(&layout, &v.name, &run) {
+            match read_manifest(layout, &v.name, &run) {
                 Ok(m) if m.definition_hash == definition_hash(v, views) => {
                     self.cuts[vi] = Some((run, m.cut));
+                    self.cut_stamps[vi] = Some(stamp);
                 }
-                Ok(_) => {}
+                Ok(_) => self.cut_stamps[vi] = Some(stamp),
                 Err(e) => {
                     tracing::warn!(view = %v.name, error = %e, "cannot read the published batch run")
                 }

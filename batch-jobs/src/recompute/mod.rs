@@ -66,6 +66,9 @@ pub struct RunConfig {
     /// Where the speed layer keeps its sealed epoch boundaries (the data
     /// directory by default).
     pub checkpoints: Blobs,
+    /// Where views and baselines are published (the data directory by
+    /// default).
+    pub published: Blobs,
     /// The view definitions.
     pub views: ViewSet,
     /// Only this view (all when `None`).
@@ -102,6 +105,7 @@ impl RunConfig {
         Self {
             archive: Blobs::local(&data_dir),
             checkpoints: Blobs::local(&data_dir),
+            published: Blobs::local(&data_dir),
             data_dir,
             views,
             only: None,
@@ -211,15 +215,19 @@ fn hold_published_cuts(
     Ok(())
 }
 
-fn new_run_id(layout: &Layout, views: &[ViewDef]) -> String {
+fn new_run_id(layout: &Layout, views: &[ViewDef]) -> Result<String, BatchError> {
+    let mut taken = BTreeSet::new();
+    for v in views {
+        taken.extend(store_views::runs(layout, &v.name).map_err(store_err)?);
+    }
     let mut ms = now_ms();
     loop {
         let id: String = format_rfc3339(ms)
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
-        if views.iter().all(|v| !layout.run(&v.name, &id).exists()) {
-            return id;
+        if !taken.contains(&id) {
+            return Ok(id);
         }
         ms += 1;
     }
@@ -277,19 +285,18 @@ fn load_base(
             ));
         }
     }
-    let path = layout.run(&views[0].name, &run_id).join(FOLDERS);
-    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let folders = decode_folders(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let path = format!("{FOLDERS} of run {run_id} of {}", views[0].name);
+    let bytes = store_views::read_run_file(layout, &views[0].name, &run_id, FOLDERS)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{path}: missing"))?;
+    let folders = decode_folders(&bytes).map_err(|e| format!("{path}: {e}"))?;
     if let Some((p, _)) = m
         .cut
         .0
         .iter()
         .find(|&(p, &c)| c > 0 && !folders.contains_key(p))
     {
-        return Err(format!(
-            "{}: no fold state of partition {p}",
-            path.display()
-        ));
+        return Err(format!("{path}: no fold state of partition {p}"));
     }
     if let Some(gone) = m.imports.iter().find(|id| !imports.contains_key(*id)) {
         return Err(format!("import {gone} of run {run_id} is gone"));
@@ -349,7 +356,7 @@ pub struct BatchLock {
 /// Takes the batch lock, or says which run holds it.
 pub fn lock(layout: &Layout) -> Result<BatchLock, BatchError> {
     let path = layout.batch_lock();
-    let dir = layout.views();
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     let file = fs::OpenOptions::new()
         .create(true)
@@ -381,7 +388,7 @@ pub fn lock(layout: &Layout) -> Result<BatchLock, BatchError> {
 pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     let started = Instant::now();
     let started_ms = now_ms();
-    let layout = Layout::new(&config.data_dir);
+    let layout = Layout::new(&config.data_dir).publish_in(&config.published);
     let _lock = lock(&layout)?;
     let views: Vec<ViewDef> = match &config.only {
         Some(name) => vec![config.views.get(name).cloned().ok_or_else(|| {
@@ -415,7 +422,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     } else {
         None
     };
-    let run_id = new_run_id(&layout, &views);
+    let run_id = new_run_id(&layout, &views)?;
     tracing::info!(run = %run_id, cut = ?cut.0, incremental = base.is_some(), "batch run starting");
 
     let mut sources = Vec::new();

@@ -26,7 +26,8 @@ pub struct KafkaArgs {
 /// Where data lives.
 #[derive(Args, Clone, Debug)]
 pub struct StorageArgs {
-    /// Data directory: archive, views, checkpoints, broker files.
+    /// Data directory: archive, views, checkpoints, imports, broker files
+    /// (the first three can live elsewhere: see the URLs below).
     #[arg(long, env = "BRAID_DATA_DIR", default_value = "./data/run")]
     pub data_dir: PathBuf,
 
@@ -41,9 +42,16 @@ pub struct StorageArgs {
     /// boundaries, and batch runs read those boundaries: a URL as for
     /// --archive-url. Speed workers on several machines need one they all
     /// reach, so a partition can move between them. Default: the data
-    /// directory. Views, baselines and imports stay in the data directory.
+    /// directory.
     #[arg(long, env = "BRAID_CHECKPOINT_URL")]
     pub checkpoint_url: Option<String>,
+
+    /// Where batch runs publish views and baselines, and serving replicas
+    /// and speed workers read them: a URL as for --archive-url. Default:
+    /// the data directory. The batch lock and imports stay in the data
+    /// directory.
+    #[arg(long, env = "BRAID_VIEWS_URL")]
+    pub views_url: Option<String>,
 }
 
 impl StorageArgs {
@@ -64,6 +72,16 @@ impl StorageArgs {
         self.store(self.checkpoint_url.as_ref())
     }
 
+    /// The store of published views and baselines.
+    pub fn published(&self) -> anyhow::Result<braid_store::Blobs> {
+        self.store(self.views_url.as_ref())
+    }
+
+    /// The data directory's layout, publishing where --views-url says.
+    pub fn layout(&self) -> anyhow::Result<braid_store::Layout> {
+        Ok(braid_store::Layout::new(&self.data_dir).publish_in(&self.published()?))
+    }
+
     /// A batch run of `views` over this storage (the other settings at
     /// their defaults).
     pub fn run_config(
@@ -73,6 +91,7 @@ impl StorageArgs {
         let mut c = braid_batch::recompute::RunConfig::new(self.data_dir.clone(), views);
         c.archive = self.archive()?;
         c.checkpoints = self.checkpoints()?;
+        c.published = self.published()?;
         Ok(c)
     }
 }
@@ -373,6 +392,7 @@ impl SpeedArgs {
     ) -> anyhow::Result<braid_speed::SpeedConfig> {
         let mut c = braid_speed::SpeedConfig::new(brokers, storage.data_dir.clone(), views);
         c.checkpoints = storage.checkpoints()?;
+        c.published = storage.published()?;
         c.checkpoint_interval =
             std::time::Duration::from_millis(self.checkpoint_interval.max(1) as u64);
         c.publish_interval = std::time::Duration::from_millis(self.publish_interval.max(1) as u64);

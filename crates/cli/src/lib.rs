@@ -652,7 +652,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .unwrap_or_else(|| kafka.broker_listen.to_string()),
                 server,
                 archive: storage.archive()?,
-                data_dir: storage.data_dir,
+                layout: storage.layout()?,
                 views: load_views(&views.views)?,
                 acked,
                 wait: std::time::Duration::from_millis(wait.max(0) as u64),
@@ -977,7 +977,7 @@ async fn serve_alone(
     braid_serving::run(
         braid_serving::ServingConfig {
             brokers,
-            data_dir: storage.data_dir,
+            layout: storage.layout()?,
             views: set,
             http: http.http,
             openapi_extra: None,
@@ -1249,7 +1249,7 @@ async fn up(
     let serving = braid_serving::start(
         &braid_serving::ServingConfig {
             brokers: brokers.clone(),
-            data_dir: storage.data_dir.clone(),
+            layout: storage.layout()?,
             views: set.clone(),
             http: http.http,
             openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),

@@ -47,8 +47,9 @@ pub struct VerifyArgs {
     pub brokers: String,
     /// The serving layer, `http://HOST:PORT`.
     pub server: String,
-    /// The data directory (imports, manifests), if readable here.
-    pub data_dir: PathBuf,
+    /// The data directory (imports) and where runs are published
+    /// (manifests), if readable here.
+    pub layout: braid_store::Layout,
     /// The archive.
     pub archive: braid_store::Blobs,
     /// The views the serving layer serves.
@@ -401,16 +402,16 @@ fn describe(view: &ViewDef, served: &ServedRow, model: &ServedRow) -> String {
 /// their own (below every real one), in file order. Each import is read
 /// once into `cache`, whichever views' runs include it.
 fn imports_of(
-    data_dir: &Path,
+    layout: &braid_store::Layout,
     view: &str,
     run_id: &str,
     cache: &mut HashMap<String, Vec<Record>>,
 ) -> Result<Vec<Record>> {
-    let layout = braid_store::Layout::new(data_dir);
-    let manifest = braid_store::views::read_manifest(&layout, view, run_id).with_context(|| {
+    let data_dir = layout.root();
+    let manifest = braid_store::views::read_manifest(layout, view, run_id).with_context(|| {
         format!(
-            "reading the manifest of run {run_id} of {view} under {} (is --data-dir the serving layer's?)",
-            data_dir.display()
+            "reading the manifest of run {run_id} of {view} in {} (are --data-dir and --views-url the serving layer's?)",
+            layout.published_location()
         )
     })?;
     if manifest.imports.is_empty() {
@@ -606,7 +607,7 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
     for view in &args.views.views {
         let (header, served) = served_view(&http, &server, view).await?;
         let imports = match &header {
-            Some(h) => imports_of(&args.data_dir, &view.name, &h.run_id, &mut imported)?,
+            Some(h) => imports_of(&args.layout, &view.name, &h.run_id, &mut imported)?,
             None => Vec::new(),
         };
         let cut = header.as_ref().map(|h| h.cut.clone()).unwrap_or_default();

@@ -3,65 +3,82 @@
 //! writes them; the speed layer's detectors and the serving layer's
 //! forecasts read them, and pick up a new run by watching `CURRENT`.
 
-use std::fs;
 use std::path::PathBuf;
 
 use braid_core::baseline::Baselines;
 
 use crate::Layout;
-use crate::layout::{sync_dir, write_atomic};
 use crate::views::{StoreError, format_err, io};
 
-const CURRENT: &str = "CURRENT";
+const CURRENT: &str = "baselines/CURRENT";
+
+fn key(run_id: &str) -> String {
+    format!("baselines/{run_id}.bin")
+}
 
 impl Layout {
-    /// Trained seasonal baselines, one file per batch run.
+    /// Trained seasonal baselines, one file per batch run, when they are
+    /// local files (see [`Layout::views`]).
     pub fn baselines(&self) -> PathBuf {
-        self.root().join("baselines")
+        self.published()
+            .local()
+            .unwrap_or(self.root())
+            .join("baselines")
     }
 }
 
-/// Writes `b` as its run's file (create-only by rename) and makes it
-/// current; keeps the newest `keep` files.
+/// Writes `b` as its run's file and makes it current; keeps the newest
+/// `keep` files. Returns where it is.
 pub fn publish(layout: &Layout, b: &Baselines, keep: usize) -> Result<PathBuf, StoreError> {
-    let dir = layout.baselines();
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(format!("{}.bin", b.run_id));
-    write_atomic(&path, &b.encode()).map_err(io(&path))?;
-    let current = dir.join(CURRENT);
-    write_atomic(&current, format!("{}\n", b.run_id).as_bytes()).map_err(io(&current))?;
-    sync_dir(&dir).map_err(io(&dir))?;
-    let mut runs: Vec<String> = fs::read_dir(&dir)
-        .map_err(io(&dir))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".bin").map(str::to_string))
+    let published = layout.published();
+    published.write(&key(&b.run_id), b.encode())?;
+    published.write(CURRENT, format!("{}\n", b.run_id).into_bytes())?;
+    published.forget_stamp(CURRENT);
+    let runs: Vec<String> = published
+        .list("baselines/")?
+        .into_iter()
+        .filter_map(|k| {
+            k.strip_prefix("baselines/")?
+                .strip_suffix(".bin")
+                .map(str::to_string)
+        })
         .collect();
-    runs.sort();
     let n = runs.len();
     for old in runs
         .into_iter()
         .take(n.saturating_sub(keep.max(1)))
         .filter(|r| *r != b.run_id)
     {
-        let _ = fs::remove_file(dir.join(format!("{old}.bin")));
+        published.remove(&key(&old))?;
     }
-    Ok(path)
+    Ok(published.name(&key(&b.run_id)))
+}
+
+/// What `baselines/CURRENT` is now, without reading it (see
+/// [`crate::views::current_stamp`]).
+pub fn current_stamp(layout: &Layout) -> Result<Option<crate::published::Stamp>, StoreError> {
+    layout.published().stamp(CURRENT)
 }
 
 /// The run id of the current baselines, if any.
 pub fn current_id(layout: &Layout) -> Result<Option<String>, StoreError> {
-    let path = layout.baselines().join(CURRENT);
-    match fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(t.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
-    }
+    let Some(bytes) = layout.published().read(CURRENT)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(Some(text.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
 /// Reads the baselines of `run_id`.
 pub fn read(layout: &Layout, run_id: &str) -> Result<Baselines, StoreError> {
-    let path = layout.baselines().join(format!("{run_id}.bin"));
-    let bytes = fs::read(&path).map_err(io(&path))?;
+    let published = layout.published();
+    let path = published.name(&key(run_id));
+    let bytes = published.read(&key(run_id))?.ok_or_else(|| {
+        io(&path)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such baselines",
+        ))
+    })?;
     Baselines::decode(&bytes).map_err(|e| format_err(&path, e))
 }
 
@@ -73,6 +90,7 @@ pub fn read_current(layout: &Layout) -> Result<Option<Baselines>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn published_baselines_are_current_and_old_ones_pruned() {

@@ -49,6 +49,17 @@ pub enum Put {
     Existed,
 }
 
+/// What [`Blobs::head`] tells of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written.
+    pub modified: std::time::SystemTime,
+    /// The store's entity tag, where it gives one.
+    pub tag: Option<String>,
+}
+
 /// Objects under one root. Cheap to clone.
 #[derive(Clone)]
 pub struct Blobs {
@@ -275,6 +286,39 @@ impl Blobs {
         }
     }
 
+    /// What is known of `key` without reading it: `None` when there is no
+    /// such object.
+    pub async fn head(&self, key: &str) -> Result<Option<Meta>, BlobError> {
+        match &*self.inner {
+            Inner::Local(root) => {
+                let path = root.join(key);
+                let m = tokio::task::spawn_blocking(move || std::fs::metadata(path))
+                    .await
+                    .map_err(|e| self.err("checking", key, e))?;
+                match m {
+                    Ok(m) => Ok(Some(Meta {
+                        size: m.len(),
+                        modified: m.modified().map_err(|e| self.err("checking", key, e))?,
+                        tag: None,
+                    })),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(self.err("checking", key, e)),
+                }
+            }
+            Inner::Remote { store, prefix, .. } => {
+                match store.head(&Self::object(prefix, key)).await {
+                    Ok(m) => Ok(Some(Meta {
+                        size: m.size,
+                        modified: m.last_modified.into(),
+                        tag: m.e_tag,
+                    })),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(self.err("checking", key, e)),
+                }
+            }
+        }
+    }
+
     /// Every key under the folder `dir` (at any depth), sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, BlobError> {
         let mut keys = match &*self.inner {
@@ -396,7 +440,7 @@ pub fn put_file(path: &Path, bytes: &[u8]) -> std::io::Result<Put> {
     }
 }
 
-fn walk(dir: &Path, key: &str, out: &mut Vec<String>) -> std::io::Result<()> {
+pub(crate) fn walk(dir: &Path, key: &str, out: &mut Vec<String>) -> std::io::Result<()> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

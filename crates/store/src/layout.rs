@@ -4,8 +4,8 @@
 //! archive/readings/date=YYYY-MM-DD/partition=P/<first>-<last>.parquet
 //! archive/rolls/partition=P/<first>-<last>.roll    (archive/: or --archive-url)
 //! archive/imports/<import id>/date=YYYY-MM-DD/<import id>.parquet
-//! views/<view>/<run id>/part-0.parquet, manifest.json
-//! views/<view>/CURRENT
+//! views/<view>/<run id>/part-0.parquet, manifest.json  (views/, baselines/:
+//! views/<view>/CURRENT                                or --views-url)
 //! views/.lock
 //! baselines/<run id>.bin, CURRENT
 //! speed/checkpoints/partition=P/<next offset>.ckpt   (.ckpt.refused: set aside)
@@ -17,18 +17,46 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::blobs::{BlobError, Blobs};
+use std::sync::Arc;
 
-/// The data directory and the paths inside it.
+use crate::blobs::{BlobError, Blobs};
+use crate::published::Published;
+
+/// The data directory and the paths inside it, and where batch runs
+/// publish (the data directory unless [`Layout::publish_in`]).
 #[derive(Clone, Debug)]
 pub struct Layout {
     root: PathBuf,
+    published: Arc<Published>,
 }
 
 impl Layout {
-    /// The layout of `root`.
+    /// The layout of `root`, publishing under it.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            published: Arc::new(Published::Local(root.clone())),
+            root,
+        }
+    }
+
+    /// Views and baselines published in `store` (a directory or an object
+    /// store) instead of the data directory.
+    pub fn publish_in(mut self, store: &Blobs) -> Self {
+        self.published = Arc::new(Published::new(store));
+        self
+    }
+
+    pub(crate) fn published(&self) -> &Published {
+        &self.published
+    }
+
+    /// Where views and baselines are published, for messages.
+    pub fn published_location(&self) -> String {
+        match self.published.local() {
+            Some(dir) => dir.display().to_string(),
+            None => self.published.name("").display().to_string(),
+        }
     }
 
     /// The data directory.
@@ -41,29 +69,31 @@ impl Layout {
         self.root.join("archive/imports")
     }
 
-    /// Published batch views.
+    /// Published batch views, when they are local files; where runs are
+    /// staged before they are uploaded, when they are objects.
     pub fn views(&self) -> PathBuf {
-        self.root.join("views")
+        self.published.local().unwrap_or(&self.root).join("views")
     }
 
-    /// The runs of one view.
+    /// The runs of one view (see [`Layout::views`]).
     pub fn view(&self, view: &str) -> PathBuf {
         self.views().join(view)
     }
 
-    /// The file naming the published run of `view`.
+    /// The file naming the published run of `view` (see [`Layout::views`]).
     pub fn current(&self, view: &str) -> PathBuf {
         self.view(view).join("CURRENT")
     }
 
-    /// One run of one view.
+    /// One run of one view (see [`Layout::views`]).
     pub fn run(&self, view: &str, run_id: &str) -> PathBuf {
         self.view(view).join(run_id)
     }
 
-    /// The lock a batch run holds.
+    /// The lock a batch run holds (in the data directory: one host runs
+    /// the batch runs).
     pub fn batch_lock(&self) -> PathBuf {
-        self.views().join(".lock")
+        self.root.join("views/.lock")
     }
 }
 

@@ -11,6 +11,8 @@
 //!   aggregate state, so serving merges it with speed states exactly.
 //! - [`baselines`]: seasonal baselines a batch run trained,
 //!   `baselines/<run id>.bin` and `CURRENT`.
+//! - [`published`]: where views and baselines are published: the data
+//!   directory, another one, or an object store.
 //!
 //! This crate holds formats, not policies: which cut a run picks or how
 //! serving merges is the business of the layers.
@@ -18,6 +20,7 @@
 pub mod baselines;
 pub mod blobs;
 pub mod layout;
+pub mod published;
 pub mod views;
 
 pub use blobs::{Backoff, BlobError, Blobs, Put};

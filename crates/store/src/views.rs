@@ -3,9 +3,10 @@
 //! A run of a view is a folder `views/<view>/<run id>/` holding
 //! `part-0.parquet` (one row per window and group) and `manifest.json`
 //! ([`Manifest`]). It is written under a temporary name and renamed into
-//! place whole; then `views/<view>/CURRENT`, which names the published run,
-//! is replaced atomically. So a reader sees the previous run or the new one,
-//! never part of one, whatever crashes when.
+//! place whole (in an object store: uploaded file by file, the manifest
+//! last, under its own new run id); then `views/<view>/CURRENT`, which
+//! names the published run, is replaced atomically. So a reader sees the
+//! previous run or the new one, never part of one, whatever crashes when.
 //!
 //! Each row has the window (`window_start`, `window_end`, UTC timestamps),
 //! one string column per group key, the view's value columns (`count` as an
@@ -54,6 +55,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The object store holding the published runs failed.
+    #[error(transparent)]
+    Blob(Box<crate::blobs::BlobError>),
     /// A file is not what this version writes.
     #[error("{path}: {message}")]
     Format {
@@ -266,6 +270,14 @@ pub struct StagedRun {
     dir: PathBuf,
 }
 
+fn current_key(view: &str) -> String {
+    format!("views/{view}/CURRENT")
+}
+
+fn run_key(view: &str, run_id: &str, file: &str) -> String {
+    format!("views/{view}/{run_id}/{file}")
+}
+
 impl StagedRun {
     /// Starts run `run_id` of `view` in a fresh temporary folder.
     pub fn new(layout: &Layout, view: &str, run_id: &str) -> Result<Self, StoreError> {
@@ -306,19 +318,42 @@ impl StagedRun {
         file.sync_all().map_err(io(&path))
     }
 
-    /// Writes the manifest, moves the run into place and makes it current.
+    /// Writes the manifest, moves the run into place (or uploads it) and
+    /// makes it current; returns where it is.
     pub fn publish(self, manifest: &Manifest) -> Result<PathBuf, StoreError> {
         let mpath = self.dir.join(MANIFEST);
         let text = serde_json::to_string_pretty(manifest).map_err(|e| format_err(&mpath, e))?;
-        write_atomic(&mpath, text.as_bytes()).map_err(io(&mpath))?;
-        sync_dir(&self.dir).map_err(io(&self.dir))?;
-        let fin = self.layout.run(&self.view, &self.run_id);
-        fs::rename(&self.dir, &fin).map_err(io(&fin))?;
-        let vdir = self.layout.view(&self.view);
-        sync_dir(&vdir).map_err(io(&vdir))?;
-        let current = self.layout.current(&self.view);
-        write_atomic(&current, format!("{}\n", self.run_id).as_bytes()).map_err(io(&current))?;
-        Ok(fin)
+        let published = self.layout.published();
+        let current = current_key(&self.view);
+        if published.local().is_some() {
+            write_atomic(&mpath, text.as_bytes()).map_err(io(&mpath))?;
+            sync_dir(&self.dir).map_err(io(&self.dir))?;
+            let fin = self.layout.run(&self.view, &self.run_id);
+            fs::rename(&self.dir, &fin).map_err(io(&fin))?;
+            let vdir = self.layout.view(&self.view);
+            sync_dir(&vdir).map_err(io(&vdir))?;
+        } else {
+            // Every file, then the manifest, which makes the run whole.
+            let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
+                .map_err(io(&self.dir))?
+                .filter_map(|e| Some(e.ok()?.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            for f in files {
+                let Some(name) = f.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                let bytes = fs::read(&f).map_err(io(&f))?;
+                published.write(&run_key(&self.view, &self.run_id, name), bytes)?;
+            }
+            let key = run_key(&self.view, &self.run_id, MANIFEST);
+            published.write(&key, text.into_bytes())?;
+            fs::remove_dir_all(&self.dir).map_err(io(&self.dir))?;
+        }
+        published.write(&current, format!("{}\n", self.run_id).into_bytes())?;
+        published.forget_stamp(&current);
+        Ok(published.name(&format!("views/{}/{}", self.view, self.run_id)))
     }
 }
 
@@ -331,47 +366,36 @@ pub fn definition_hash(view: &ViewDef, views: &braid_core::ViewSet) -> String {
 
 /// The published run id of `view`, if any.
 pub fn current_run(layout: &Layout, view: &str) -> Result<Option<String>, StoreError> {
-    let path = layout.current(view);
-    match fs::read_to_string(&path) {
-        Ok(t) => Ok(Some(t.trim().to_string()).filter(|s| !s.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
-    }
+    let Some(bytes) = layout.published().read(&current_key(view))? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(Some(text.trim().to_string()).filter(|s| !s.is_empty()))
 }
 
-/// What `views/<view>/CURRENT` is now, without reading it: its file's
-/// identity, size and modification time. A publish renames a new file over
-/// `CURRENT`, so the stamp changes with every publish, and a reader can
-/// skip reading `CURRENT` while the stamp it last read at stands. `None`
-/// while nothing is published.
+/// What `views/<view>/CURRENT` is now, without reading it (see
+/// [`crate::published::Stamp`]): a reader can skip reading `CURRENT` while the stamp it
+/// last read at stands. `None` while nothing is published. In an object
+/// store the stamp is asked at most once a second.
 pub fn current_stamp(layout: &Layout, view: &str) -> Result<Option<CurrentStamp>, StoreError> {
-    let path = layout.current(view);
-    match fs::metadata(&path) {
-        Ok(m) => Ok(Some(CurrentStamp {
-            #[cfg(unix)]
-            ino: std::os::unix::fs::MetadataExt::ino(&m),
-            len: m.len(),
-            modified: m.modified().ok(),
-        })),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path)(e)),
-    }
+    layout.published().stamp(&current_key(view))
 }
 
 /// See [`current_stamp`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CurrentStamp {
-    #[cfg(unix)]
-    ino: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-}
+pub type CurrentStamp = crate::published::Stamp;
 
 /// Reads the manifest of one run.
 pub fn read_manifest(layout: &Layout, view: &str, run_id: &str) -> Result<Manifest, StoreError> {
-    let path = layout.run(view, run_id).join(MANIFEST);
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| format_err(&path, e))?;
+    let key = run_key(view, run_id, MANIFEST);
+    let published = layout.published();
+    let path = published.name(&key);
+    let bytes = published.read(&key)?.ok_or_else(|| {
+        io(&path)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such manifest",
+        ))
+    })?;
+    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| format_err(&path, e))?;
     if m.format != MANIFEST_FORMAT {
         return Err(format_err(
             &path,
@@ -384,12 +408,29 @@ pub fn read_manifest(layout: &Layout, view: &str, run_id: &str) -> Result<Manife
     Ok(m)
 }
 
+/// Reads a file of the caller's own that a run published beside its rows
+/// (see [`StagedRun::dir`]): `None` when it has none.
+pub fn read_run_file(
+    layout: &Layout,
+    view: &str,
+    run_id: &str,
+    file: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    layout.published().read(&run_key(view, run_id, file))
+}
+
 /// Reads one run of `view`.
 pub fn read_run(layout: &Layout, view: &ViewDef, run_id: &str) -> Result<BatchView, StoreError> {
     let manifest = read_manifest(layout, &view.name, run_id)?;
-    let path = layout.run(&view.name, run_id).join(PART);
-    let file = fs::File::open(&path).map_err(io(&path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let key = run_key(&view.name, run_id, PART);
+    let path = layout.published().name(&key);
+    let bytes = layout.published().read(&key)?.ok_or_else(|| {
+        io(&path)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the run has no rows file",
+        ))
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
         .and_then(|b| b.build())
         .map_err(|e| format_err(&path, e))?;
     let mut windows = BTreeMap::new();
@@ -459,22 +500,35 @@ pub fn read_current(layout: &Layout, view: &ViewDef) -> Result<Option<BatchView>
     }
 }
 
-/// Runs of `view`, oldest first (run ids sort by time).
+/// Runs of `view` with a manifest, oldest first (run ids sort by time).
 pub fn runs(layout: &Layout, view: &str) -> Result<Vec<String>, StoreError> {
-    let dir = layout.view(view);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&dir)(e)),
-    };
-    let mut out: Vec<String> = rd
-        .filter_map(Result::ok)
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    out.sort();
-    Ok(out)
+    let (runs, _) = run_folders(layout, view)?;
+    Ok(runs)
+}
+
+/// The run folders of `view`: those with a manifest, and those without
+/// (a run that did not finish its upload), in name order.
+fn run_folders(layout: &Layout, view: &str) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    let prefix = format!("views/{view}/");
+    let mut whole = std::collections::BTreeSet::new();
+    let mut all = std::collections::BTreeSet::new();
+    for key in layout.published().list(&prefix)? {
+        let Some((run, file)) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        if run.starts_with('.') {
+            continue;
+        }
+        if file == MANIFEST {
+            whole.insert(run.to_string());
+        }
+        all.insert(run.to_string());
+    }
+    let partial = all.difference(&whole).cloned().collect();
+    Ok((whole.into_iter().collect(), partial))
 }
 
 /// Removes all but the newest `keep` runs of `view` (never the current
@@ -488,23 +542,35 @@ pub fn prune(layout: &Layout, view: &str, keep: usize) -> Result<Vec<String>, St
         if Some(&run) == current.as_ref() {
             continue;
         }
-        let dir = layout.run(view, &run);
-        fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        layout
+            .published()
+            .remove_dir(&format!("views/{view}/{run}"))?;
         removed.push(run);
     }
     Ok(removed)
 }
 
-/// Removes temporary folders that runs left behind when they were killed.
+/// Removes what runs left behind when they were killed: temporary folders,
+/// and in an object store the uploads that never got their manifest. Call
+/// it only under the batch lock.
 pub fn remove_stale(layout: &Layout, view: &str) -> Result<(), StoreError> {
     let dir = layout.view(view);
-    let Ok(rd) = fs::read_dir(&dir) else {
-        return Ok(());
-    };
-    for e in rd.filter_map(Result::ok) {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') && name.ends_with(".tmp") && e.path().is_dir() {
-            fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
+    if let Ok(rd) = fs::read_dir(&dir) {
+        for e in rd.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".tmp") && e.path().is_dir() {
+                fs::remove_dir_all(e.path()).map_err(io(&e.path()))?;
+            }
+        }
+    }
+    if layout.published().local().is_none() {
+        let current = current_run(layout, view)?;
+        for run in run_folders(layout, view)?.1 {
+            if Some(&run) != current.as_ref() {
+                layout
+                    .published()
+                    .remove_dir(&format!("views/{view}/{run}"))?;
+            }
         }
     }
     Ok(())
@@ -513,23 +579,46 @@ pub fn remove_stale(layout: &Layout, view: &str) -> Result<(), StoreError> {
 /// The cuts of partition `p` in every view's published run: offsets where
 /// the speed layer must end an epoch so that its epochs never straddle a
 /// batch cut.
-pub fn published_cuts(layout: &Layout, p: i32) -> Vec<i64> {
+pub fn published_cuts(layout: &Layout, p: i32) -> Result<Vec<i64>, StoreError> {
     let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(layout.views()) else {
-        return out;
-    };
-    for e in rd.filter_map(Result::ok) {
-        let Some(view) = e.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if let Ok(Some(run)) = current_run(layout, &view)
-            && let Ok(m) = read_manifest(layout, &view, &run)
-            && let Some(&c) = m.cut.0.get(&p)
+    for view in published_views(layout)? {
+        if let Some(run) = current_run(layout, &view)?
+            && let Some(&c) = read_manifest(layout, &view, &run)?.cut.0.get(&p)
         {
             out.push(c);
         }
     }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
+}
+
+/// The views with a published run (a `CURRENT`), by name.
+fn published_views(layout: &Layout) -> Result<Vec<String>, StoreError> {
+    let published = layout.published();
+    if let Some(root) = published.local() {
+        // Not every run's files: one level.
+        let dir = root.join("views");
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        let mut out: Vec<String> = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|v| dir.join(v).join("CURRENT").exists())
+            .collect();
+        out.sort();
+        return Ok(out);
+    }
+    Ok(published
+        .list("views/")?
+        .into_iter()
+        .filter_map(|k| {
+            k.strip_prefix("views/")?
+                .strip_suffix("/CURRENT")
+                .filter(|v| !v.contains('/'))
+                .map(str::to_string)
+        })
+        .collect())
 }

@@ -43,7 +43,7 @@ fn config(brokers: String, dir: &std::path::Path, webhook: Option<String>) -> Se
     detectors.check_views(&set).unwrap();
     ServingConfig {
         brokers,
-        data_dir: dir.to_path_buf(),
+        layout: braid_store::Layout::new(dir),
         views: set,
         http: "127.0.0.1:0".parse().unwrap(),
         openapi_extra: None,

@@ -35,7 +35,7 @@ pub(crate) async fn serve_with_tokens(
     serve_config(
         ServingConfig {
             brokers,
-            data_dir: data_dir.to_path_buf(),
+            layout: braid_store::Layout::new(data_dir),
             views,
             http: "127.0.0.1:0".parse().unwrap(),
             openapi_extra: None,

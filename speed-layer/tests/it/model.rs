@@ -26,7 +26,7 @@ use braid_core::speedlog::{SpeedMessage, SpeedTable};
 use braid_core::{Record, ViewSet};
 use braid_speed::checkpoint;
 use braid_speed::engine::{Engine, Offer};
-use braid_store::Blobs;
+use braid_store::{Blobs, Layout};
 use braid_testkit::logs::assert_speed_matches_model_where;
 use braid_testkit::random::{VIEWS, event, log};
 use proptest::prelude::*;
@@ -96,7 +96,7 @@ struct Sim<'a> {
 }
 
 fn engine(set: &ViewSet, dir: &Path) -> Engine {
-    Engine::new(set.clone(), dir.to_path_buf(), Blobs::local(dir))
+    Engine::new(set.clone(), Layout::new(dir), Blobs::local(dir))
 }
 
 impl<'a> Sim<'a> {
