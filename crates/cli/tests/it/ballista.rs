@@ -1,20 +1,23 @@
 //! `braid batch run --ballista`: a scheduler and two executors as processes
 //! on loopback run the batch plan; its output is the local run's, byte for
-//! byte, for a full run and for an incremental one.
+//! byte, for a full run and for an incremental one, and for an archive the
+//! executors read from S3 (moto).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use braid_batch::archive::write_roll;
+use braid_batch::archive::{EncodedRoll, write_roll};
 use braid_batch::import::write_import;
 use braid_core::{Position, Record};
-use braid_store::Layout;
 use braid_store::views::{current_run, read_current};
+use braid_store::{Blobs, Layout};
 use braid_testkit::fixtures::reading;
+use braid_testkit::moto::Moto;
 
-use super::cluster::{run, wait_listening};
+use super::cluster::{run_env, runtime, wait_listening};
+use super::s3::direct_options;
 use super::views;
 
 /// A child killed when dropped.
@@ -38,27 +41,40 @@ fn free_port() -> u16 {
 /// every 7th record a duplicate of the one before (same device, time and
 /// value at a new offset), every 11th late by up to 20 minutes.
 fn archive(dir: &Path, from: i64, n: i64) {
-    for p in 0..3 {
-        let records: Vec<Record> = (from..from + n)
-            .map(|i| {
-                let k = if i % 7 == 0 { i - 1 } else { i };
-                let late = if k % 11 == 0 { (k % 1200) * 1000 } else { 0 };
-                let ts = 1_700_000_000_000 + k * 1000 - late;
-                Record {
-                    reading: reading(&format!("dev-{}", k % 300), "power_w", ts, (k % 97) as f64),
-                    ingest_ts: 1_700_000_000_000 + i * 1000 + 10,
-                    position: Position {
-                        partition: p,
-                        offset: i,
-                        index: 0,
-                    },
-                }
-            })
-            .collect();
+    for records in records_of(from, n) {
         for chunk in records.chunks(5_000) {
-            write_roll(dir, p, chunk).expect("roll");
+            write_roll(dir, chunk[0].position.partition, chunk).expect("roll");
         }
     }
+}
+
+/// The records of [`archive`], per partition.
+fn records_of(from: i64, n: i64) -> Vec<Vec<Record>> {
+    (0..3)
+        .map(|p| {
+            (from..from + n)
+                .map(|i| {
+                    let k = if i % 7 == 0 { i - 1 } else { i };
+                    let late = if k % 11 == 0 { (k % 1200) * 1000 } else { 0 };
+                    let ts = 1_700_000_000_000 + k * 1000 - late;
+                    Record {
+                        reading: reading(
+                            &format!("dev-{}", k % 300),
+                            "power_w",
+                            ts,
+                            (k % 97) as f64,
+                        ),
+                        ingest_ts: 1_700_000_000_000 + i * 1000 + 10,
+                        position: Position {
+                            partition: p,
+                            offset: i,
+                            index: 0,
+                        },
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Each view's published Parquet file and the run's fold states.
@@ -76,10 +92,14 @@ fn published(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn batch_run(dir: &Path, extra: &[&str]) -> String {
+    batch_run_env(dir, extra, &[])
+}
+
+fn batch_run_env(dir: &Path, extra: &[&str], env: &[(String, String)]) -> String {
     let data = dir.display().to_string();
     let mut args = vec!["batch", "run", "--data-dir", &data];
     args.extend_from_slice(extra);
-    let out = run(&args);
+    let out = run_env(&args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -146,64 +166,15 @@ fn a_ballista_run_writes_the_local_runs_bytes() {
         write_import(&Layout::new(d), &imported).expect("import");
     }
 
-    let mut scheduler = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["batch", "scheduler", "--bind", "127.0.0.1:0"])
-        .env("BRAID_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(tmp.path().join("scheduler.log")).expect("log"))
-        .spawn()
-        .expect("the scheduler starts");
-    let stdout = scheduler.stdout.take().expect("stdout");
-    let scheduler = Proc(scheduler);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("the scheduler's first line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("an address")
-        .to_string();
-    let mut executors = Vec::new();
-    for e in 0..2 {
-        let (port, grpc) = (free_port(), free_port());
-        let work = tmp.path().join(format!("executor-{e}"));
-        std::fs::create_dir_all(&work).expect("work dir");
-        let child = Command::new(env!("CARGO_BIN_EXE_braid"))
-            .args(["batch", "executor", "--scheduler", &addr, "--slots", "1"])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--grpc-port",
-                &grpc.to_string(),
-            ])
-            .arg("--work-dir")
-            .arg(&work)
-            .env("BRAID_LOG", "info,braid_batch=debug")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(tmp.path().join(format!("executor-{e}.log"))).expect("log"),
-            )
-            .spawn()
-            .expect("an executor starts");
-        executors.push((Proc(child), work));
-        wait_listening(&format!("127.0.0.1:{grpc}"), "executor");
-    }
-    // Executors register with their first heartbeat.
-    std::thread::sleep(Duration::from_secs(2));
-
-    let url = format!("df://{addr}");
+    let cluster = Ballista::start(tmp.path(), &[]);
+    let url = cluster.url.clone();
     let t = Instant::now();
     let out = batch_run(&remote, &["--ballista", &url]);
     assert!(out.contains("(62000 records, full"), "{out}");
     let remote_took = t.elapsed();
     batch_run(&local, &[]);
     assert_same(&remote, &local);
-    for (_, work) in &executors {
-        let used = std::fs::read_dir(work).map_or(0, Iterator::count);
-        assert!(used > 0, "{} ran no task", work.display());
-    }
+    cluster.assert_both_ran();
 
     // More archive, then an incremental run on the cluster: the fold states
     // it continues from came back from the executors through the plan.
@@ -215,6 +186,110 @@ fn a_ballista_run_writes_the_local_runs_bytes() {
     batch_run(&local, &[]);
     assert_same(&remote, &local);
     eprintln!("ballista full run: {remote_took:?}");
-    drop(executors);
-    drop(scheduler);
+}
+
+/// The executors read the archive from S3 themselves (the client sends
+/// them the store's URL, they take the credentials from their own AWS_*
+/// variables): the run is the local run's, byte for byte.
+#[test]
+fn a_ballista_run_reads_the_archive_on_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("archive");
+    let url = "s3://archive/braid";
+    let mut env = Moto::env(&moto.addr);
+    env.push(("BRAID_ARCHIVE_URL".into(), url.into()));
+    let store = Blobs::open_with(url, &direct_options(&moto.addr)).expect("open");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let remote = tmp.path().join("remote");
+    let local = tmp.path().join("local");
+    runtime().block_on(async {
+        for records in records_of(0, 20_000) {
+            for chunk in records.chunks(5_000) {
+                let roll = EncodedRoll::encode(chunk[0].position.partition, chunk)
+                    .expect("encode")
+                    .expect("a roll");
+                roll.publish(&store).await.expect("publish");
+            }
+        }
+    });
+    archive(&local, 0, 20_000);
+    let cluster = Ballista::start(tmp.path(), &env);
+    let out = batch_run_env(&remote, &["--ballista", &cluster.url], &env);
+    assert!(out.contains("(60000 records, full"), "{out}");
+    batch_run(&local, &[]);
+    assert_same(&remote, &local);
+    cluster.assert_both_ran();
+    assert!(!remote.join("archive").exists());
+}
+
+/// A Ballista scheduler and two executors of one slot each, as processes
+/// with `env`, their logs and work directories under `dir`.
+struct Ballista {
+    /// `df://HOST:PORT`.
+    url: String,
+    executors: Vec<(Proc, PathBuf)>,
+    _scheduler: Proc,
+}
+
+impl Ballista {
+    fn start(dir: &Path, env: &[(String, String)]) -> Self {
+        let mut scheduler = Command::new(env!("CARGO_BIN_EXE_braid"))
+            .args(["batch", "scheduler", "--bind", "127.0.0.1:0"])
+            .env("BRAID_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("scheduler.log")).expect("log"))
+            .spawn()
+            .expect("the scheduler starts");
+        let stdout = scheduler.stdout.take().expect("stdout");
+        let scheduler = Proc(scheduler);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the scheduler's first line");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("an address")
+            .to_string();
+        let mut executors = Vec::new();
+        for e in 0..2 {
+            let (port, grpc) = (free_port(), free_port());
+            let work = dir.join(format!("executor-{e}"));
+            std::fs::create_dir_all(&work).expect("work dir");
+            let child = Command::new(env!("CARGO_BIN_EXE_braid"))
+                .args(["batch", "executor", "--scheduler", &addr, "--slots", "1"])
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--grpc-port",
+                    &grpc.to_string(),
+                ])
+                .arg("--work-dir")
+                .arg(&work)
+                .env("BRAID_LOG", "info,braid_batch=debug")
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("executor-{e}.log"))).expect("log"))
+                .spawn()
+                .expect("an executor starts");
+            executors.push((Proc(child), work));
+            wait_listening(&format!("127.0.0.1:{grpc}"), "executor");
+        }
+        // Executors register with their first heartbeat.
+        std::thread::sleep(Duration::from_secs(2));
+        Self {
+            url: format!("df://{addr}"),
+            executors,
+            _scheduler: scheduler,
+        }
+    }
+
+    /// Asserts that both executors ran tasks.
+    fn assert_both_ran(&self) {
+        for (_, work) in &self.executors {
+            let used = std::fs::read_dir(work).map_or(0, Iterator::count);
+            assert!(used > 0, "{} ran no task", work.display());
+        }
+    }
 }
