@@ -8,11 +8,12 @@
 //! by default the import then writes nothing at all (`--skip-invalid`
 //! imports the valid rows and reports the rest).
 //!
-//! An import is written to `archive/imports/<import id>/date=YYYY-MM-DD/
+//! An import is written to the archive store (the data directory, or
+//! `--archive-url`) as `archive/imports/<import id>/date=YYYY-MM-DD/
 //! <import id>.parquet` (the archive's schema, `partition` -1, `offset` the
-//! row number, `ingest_ts` the import's start) under temporary names, then
-//! renamed, then `COMPLETE` is written last: a batch run reads only
-//! complete imports, so a killed import is never half-applied. Imported
+//! row number, `ingest_ts` the import's start), each file create-only, then
+//! `COMPLETE` last: a batch run reads only complete imports, so a killed
+//! import is never half-applied. Imported
 //! history enters answers at the next batch run; until then `/v1/status`
 //! lists it under `pending_imports`.
 
@@ -25,13 +26,13 @@ use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use braid_core::time::date_of;
 use braid_core::{Limits, Position, Reading, Record};
-use braid_store::Layout;
-use braid_store::layout::{IMPORT_COMPLETE, sync_dir, write_atomic};
+use braid_store::layout::{IMPORT_COMPLETE, IMPORTS};
+use braid_store::{Blobs, Put};
 use chrono::{NaiveDateTime, TimeZone};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::BatchError;
-use crate::archive::write_parquet;
+use crate::archive::encode_parquet;
 
 /// The input format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +74,8 @@ pub enum MetricFrom {
 /// An import.
 #[derive(Clone, Debug)]
 pub struct ImportConfig {
-    /// The data directory.
-    pub data_dir: PathBuf,
+    /// The archive store the import is written to.
+    pub archive: Blobs,
     /// The input file.
     pub file: PathBuf,
     /// Its format.
@@ -384,7 +385,10 @@ pub fn run(config: &ImportConfig, progress: &dyn Fn(u64, u64)) -> Result<ImportR
         }
         return Ok(report);
     }
-    report.id = Some(write_import(&Layout::new(&config.data_dir), &records)?);
+    let archive = config.archive.clone();
+    report.id = Some(braid_store::published::block_on(async move {
+        publish_import(&archive, &records).await
+    })?);
     Ok(report)
 }
 
@@ -394,14 +398,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Writes `records` as a new import; returns its id.
-pub fn write_import(layout: &Layout, records: &[Record]) -> Result<String, BatchError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BatchError::Io { path, source }
-    };
+/// Writes `records` as a new import in the archive store; returns its
+/// id. Every file is written create-only and the `COMPLETE` marker last:
+/// an import counts once its marker exists, and a batch run never reads
+/// part of one.
+pub async fn publish_import(archive: &Blobs, records: &[Record]) -> Result<String, BatchError> {
     let mut ms = now_ms();
-    let (id, dir) = loop {
+    let id = loop {
         let id: String = format!(
             "import-{}",
             braid_core::time::format_rfc3339(ms)
@@ -409,9 +412,8 @@ pub fn write_import(layout: &Layout, records: &[Record]) -> Result<String, Batch
                 .filter(char::is_ascii_alphanumeric)
                 .collect::<String>()
         );
-        let dir = layout.imports().join(&id);
-        if !dir.exists() {
-            break (id, dir);
+        if archive.list(&format!("{IMPORTS}/{id}")).await?.is_empty() {
+            break id;
         }
         ms += 1;
     };
@@ -419,23 +421,25 @@ pub fn write_import(layout: &Layout, records: &[Record]) -> Result<String, Batch
     for r in records {
         by_date.entry(date_of(r.reading.ts)).or_default().push(r);
     }
-    let mut written = Vec::new();
     for (date, rs) in &by_date {
-        let ddir = dir.join(format!("date={date}"));
-        fs::create_dir_all(&ddir).map_err(io(&ddir))?;
-        let path = ddir.join(format!("{id}.parquet"));
-        let tmp = ddir.join(format!("{id}.parquet.tmp"));
-        write_parquet(&tmp, rs)?;
-        written.push((tmp, path));
-    }
-    for (tmp, path) in &written {
-        fs::rename(tmp, path).map_err(io(path))?;
-        if let Some(d) = path.parent() {
-            sync_dir(d).map_err(io(d))?;
+        let key = format!("{IMPORTS}/{id}/date={date}/{id}.parquet");
+        let bytes = bytes::Bytes::from(encode_parquet(rs)?);
+        if archive.put_create(&key, bytes).await? == Put::Existed {
+            return Err(BatchError::Internal(format!(
+                "{key} in {} exists already: archive files are never overwritten",
+                archive.location()
+            )));
         }
     }
-    let marker = dir.join(IMPORT_COMPLETE);
-    write_atomic(&marker, format!("{} readings\n", records.len()).as_bytes())
-        .map_err(io(&marker))?;
+    let marker = format!("{IMPORTS}/{id}/{IMPORT_COMPLETE}");
+    let text = format!("{} readings\n", records.len());
+    archive.put_create(&marker, text.into()).await?;
     Ok(id)
+}
+
+/// [`publish_import`] into the local archive under `data_dir`, from
+/// synchronous code (fixtures, benchmarks).
+pub fn write_import(data_dir: &Path, records: &[Record]) -> Result<String, BatchError> {
+    let (archive, records) = (Blobs::local(data_dir), records.to_vec());
+    braid_store::published::block_on(async move { publish_import(&archive, &records).await })
 }

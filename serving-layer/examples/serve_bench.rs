@@ -154,6 +154,7 @@ async fn main() {
             feed: Arc::new(feed),
             baselines: braid_serving::forecast::BaselineCache::new(layout.clone()),
             batch: BatchViews::new(layout.clone()),
+            archive: braid_store::Blobs::local(layout.root()),
             http: metrics::HttpMetrics::default(),
             openapi: serde_json::from_str(OPENAPI).unwrap(),
             tokens: None,

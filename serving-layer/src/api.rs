@@ -585,18 +585,18 @@ fn batch_status(s: &Serving) -> Value {
         };
         views.insert(v.name.clone(), run);
     }
-    let pending: Vec<String> = s
-        .batch
-        .layout()
-        .complete_imports()
-        .map(|m| m.into_keys().collect::<Vec<_>>())
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "listing imports");
-            Vec::new()
-        })
-        .into_iter()
-        .filter(|id| included.as_ref().is_none_or(|inc| !inc.contains(id)))
-        .collect();
+    let archive = s.archive.clone();
+    let pending: Vec<String> = braid_store::published::block_on(async move {
+        braid_store::layout::complete_imports(&archive).await
+    })
+    .map(|m| m.into_keys().collect::<Vec<_>>())
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "listing imports");
+        Vec::new()
+    })
+    .into_iter()
+    .filter(|id| included.as_ref().is_none_or(|inc| !inc.contains(id)))
+    .collect();
     json!({ "views": views, "pending_imports": pending })
 }
 

@@ -41,6 +41,8 @@ pub struct ServingConfig {
     /// Where the published batch views and baselines are (the data
     /// directory's, or another store's: [`braid_store::Layout::publish_in`]).
     pub layout: braid_store::Layout,
+    /// The archive store (pending imports are listed from it).
+    pub archive: braid_store::Blobs,
     /// The views served.
     pub views: ViewSet,
     /// Where `braid serve` listens alone.
@@ -70,6 +72,8 @@ pub struct Serving {
     pub feed: Arc<feed::SpeedFeed>,
     /// The batch side.
     pub batch: batch::BatchViews,
+    /// The archive store (pending imports).
+    pub archive: braid_store::Blobs,
     /// Requests served, for `/metrics`.
     pub http: metrics::HttpMetrics,
     /// The OpenAPI document `/openapi.json` serves.
@@ -135,6 +139,7 @@ pub fn start(
         views: config.views.clone(),
         feed,
         batch: batch::BatchViews::new(config.layout.clone()),
+        archive: config.archive.clone(),
         http: metrics::HttpMetrics::default(),
         openapi,
         tokens: config.tokens.clone(),

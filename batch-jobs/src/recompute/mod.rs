@@ -254,7 +254,7 @@ fn load_base(
     set: &ViewSet,
     views: &[ViewDef],
     cut: &Cut,
-    imports: &BTreeMap<String, Vec<PathBuf>>,
+    imports: &BTreeMap<String, Vec<String>>,
 ) -> Result<Base, String> {
     let mut run_id: Option<String> = None;
     let mut manifest: Option<Manifest> = None;
@@ -410,7 +410,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
     }
     let (mut cut, rolls) = choose_cut(&config.archive, &config.checkpoints).await?;
     hold_published_cuts(&layout, &views, &rolls, &mut cut)?;
-    let imports = layout.complete_imports().map_err(io(&layout.imports()))?;
+    let imports = braid_store::layout::complete_imports(&config.archive).await?;
     let base = if config.incremental {
         match load_base(&layout, &config.views, &views, &cut, &imports) {
             Ok(b) => Some(b),
@@ -456,18 +456,11 @@ pub async fn run(config: RunConfig) -> Result<RunReport, BatchError> {
         if base.as_ref().is_some_and(|b| b.imports.contains(id)) {
             continue;
         }
-        // Imports are local files under the data directory.
-        let keys = files
-            .iter()
-            .map(|f| {
-                let rel = f.strip_prefix(layout.root()).unwrap_or(f);
-                rel.to_string_lossy().replace('\\', "/")
-            })
-            .collect();
+        // Imports live in the archive store, beside the rolls.
         sources.push(Source {
             id: SourceId::Import(id.clone()),
-            blobs: Blobs::local(layout.root()),
-            groups: vec![keys],
+            blobs: config.archive.clone(),
+            groups: vec![files.clone()],
             start: 0,
             cut: i64::MAX,
             folder: PartitionFolder::new(&config.views.settings),

@@ -10,6 +10,7 @@ use braid_batch::import::{Format, ImportConfig, Mapping, MetricFrom, run};
 use braid_batch::recompute::{RunConfig, run as batch_run};
 use braid_core::ViewSet;
 use braid_store::Layout;
+use braid_store::layout::complete_imports;
 use braid_store::views::read_current;
 
 fn repo(rel: &str) -> PathBuf {
@@ -30,7 +31,7 @@ fn parking_mapping() -> Mapping {
 
 fn config(data: &Path, file: PathBuf, mapping: Mapping) -> ImportConfig {
     ImportConfig {
-        data_dir: data.to_path_buf(),
+        archive: braid_store::Blobs::local(data),
         file,
         format: Format::Csv,
         mapping,
@@ -48,12 +49,9 @@ async fn the_parking_csv_imports_and_enters_the_next_batch_run() {
     let r = run(&dry, &|_, _| {}).unwrap();
     assert_eq!((r.rows, r.readings, r.invalid), (35_717, 35_717, 0));
     assert!(r.id.is_none());
-    assert!(
-        Layout::new(dir.path())
-            .complete_imports()
-            .unwrap()
-            .is_empty()
-    );
+    let archive = braid_store::Blobs::local(dir.path());
+    let imports = || async { complete_imports(&archive).await.unwrap() };
+    assert!(imports().await.is_empty());
 
     let r = run(&config(dir.path(), csv, parking_mapping()), &|_, _| {}).unwrap();
     let id = r.id.expect("an import id");
@@ -64,14 +62,7 @@ async fn the_parking_csv_imports_and_enters_the_next_batch_run() {
         "2016-10-04T06:46:28.000Z"
     );
     let layout = Layout::new(dir.path());
-    assert_eq!(
-        layout
-            .complete_imports()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        vec![&id]
-    );
+    assert_eq!(imports().await.keys().collect::<Vec<_>>(), vec![&id]);
 
     let views = ViewSet::parse(&std::fs::read_to_string(repo("data/views.toml")).unwrap()).unwrap();
     let mut rc = RunConfig::new(dir.path().to_path_buf(), views.clone());

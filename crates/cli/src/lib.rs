@@ -424,7 +424,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ),
             };
             let config = ImportConfig {
-                data_dir: storage.data_dir,
+                archive: storage.archive()?,
                 file,
                 format,
                 mapping: Mapping {
@@ -978,6 +978,7 @@ async fn serve_alone(
         braid_serving::ServingConfig {
             brokers,
             layout: storage.layout()?,
+            archive: storage.archive()?,
             views: set,
             http: http.http,
             openapi_extra: None,
@@ -1250,6 +1251,7 @@ async fn up(
         &braid_serving::ServingConfig {
             brokers: brokers.clone(),
             layout: storage.layout()?,
+            archive: storage.archive()?,
             views: set.clone(),
             http: http.http,
             openapi_extra: serde_json::from_str(braid_ingest::gateway::OPENAPI_PATHS).ok(),

@@ -401,13 +401,13 @@ fn describe(view: &ViewDef, served: &ServedRow, model: &ServedRow) -> String {
 /// Imports the batch run included, as records of pseudo-partitions of
 /// their own (below every real one), in file order. Each import is read
 /// once into `cache`, whichever views' runs include it.
-fn imports_of(
+async fn imports_of(
     layout: &braid_store::Layout,
+    archive: &braid_store::Blobs,
     view: &str,
     run_id: &str,
     cache: &mut HashMap<String, Vec<Record>>,
 ) -> Result<Vec<Record>> {
-    let data_dir = layout.root();
     let manifest = braid_store::views::read_manifest(layout, view, run_id).with_context(|| {
         format!(
             "reading the manifest of run {run_id} of {view} in {} (are --data-dir and --views-url the serving layer's?)",
@@ -417,9 +417,9 @@ fn imports_of(
     if manifest.imports.is_empty() {
         return Ok(Vec::new());
     }
-    let complete = layout
-        .complete_imports()
-        .with_context(|| format!("listing imports under {}", data_dir.display()))?;
+    let complete = braid_store::layout::complete_imports(archive)
+        .await
+        .with_context(|| format!("listing imports in {}", archive.location()))?;
     let mut out = Vec::new();
     for (k, id) in manifest.imports.iter().enumerate() {
         if !cache.contains_key(id) {
@@ -428,7 +428,11 @@ fn imports_of(
                 .with_context(|| format!("import {id} of run {run_id} is gone"))?;
             let mut records = Vec::new();
             for f in files {
-                records.extend(braid_batch::archive::read_records(f)?);
+                let bytes = archive
+                    .get(f)
+                    .await?
+                    .with_context(|| format!("{f} of import {id} is gone"))?;
+                records.extend(braid_batch::archive::records_in(f, bytes)?);
             }
             records.sort_by_key(|r| (r.position.offset, r.position.index));
             cache.insert(id.clone(), records);
@@ -607,7 +611,16 @@ pub async fn run(args: &VerifyArgs, progress: impl Fn(&str)) -> Result<Report> {
     for view in &args.views.views {
         let (header, served) = served_view(&http, &server, view).await?;
         let imports = match &header {
-            Some(h) => imports_of(&args.layout, &view.name, &h.run_id, &mut imported)?,
+            Some(h) => {
+                imports_of(
+                    &args.layout,
+                    &args.archive,
+                    &view.name,
+                    &h.run_id,
+                    &mut imported,
+                )
+                .await?
+            }
             None => Vec::new(),
         };
         let cut = header.as_ref().map(|h| h.cut.clone()).unwrap_or_default();

@@ -3,7 +3,7 @@
 //! ```text
 //! archive/readings/date=YYYY-MM-DD/partition=P/<first>-<last>.parquet
 //! archive/rolls/partition=P/<first>-<last>.roll    (archive/: or --archive-url)
-//! archive/imports/<import id>/date=YYYY-MM-DD/<import id>.parquet
+//! archive/imports/<import id>/date=YYYY-MM-DD/<import id>.parquet, COMPLETE
 //! views/<view>/<run id>/part-0.parquet, manifest.json  (views/, baselines/:
 //! views/<view>/CURRENT                                or --views-url)
 //! views/.lock
@@ -64,11 +64,6 @@ impl Layout {
         &self.root
     }
 
-    /// Imported history, one folder per import.
-    pub fn imports(&self) -> PathBuf {
-        self.root.join("archive/imports")
-    }
-
     /// Published batch views, when they are local files; where runs are
     /// staged before they are uploaded, when they are objects.
     pub fn views(&self) -> PathBuf {
@@ -125,48 +120,42 @@ pub async fn write_sealed(store: &Blobs, p: i32, boundaries: &[i64]) -> Result<(
     store.put(&sealed_key(p), text.into()).await
 }
 
-impl Layout {
-    /// Imports that are complete (their `COMPLETE` marker written), by id,
-    /// with their Parquet files in name order.
-    pub fn complete_imports(
-        &self,
-    ) -> std::io::Result<std::collections::BTreeMap<String, Vec<PathBuf>>> {
-        let mut out = std::collections::BTreeMap::new();
-        let rd = match fs::read_dir(self.imports()) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for e in rd.filter_map(Result::ok) {
-            let path = e.path();
-            let Some(id) = e.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if !path.join(IMPORT_COMPLETE).exists() {
-                continue;
-            }
-            let mut files = Vec::new();
-            collect_parquet(&path, &mut files)?;
-            files.sort();
-            out.insert(id, files);
-        }
-        Ok(out)
-    }
-}
+/// Imported history's folder in the archive store, one folder per import.
+pub const IMPORTS: &str = "archive/imports";
 
 /// The marker an import writes last.
 pub const IMPORT_COMPLETE: &str = "COMPLETE";
 
-fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in fs::read_dir(dir)?.filter_map(Result::ok) {
-        let p = e.path();
-        if p.is_dir() {
-            collect_parquet(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
+/// The imports in the archive store `archive` that are complete (their
+/// `COMPLETE` marker written), by id, with the keys of their Parquet files
+/// in name order.
+pub async fn complete_imports(
+    archive: &Blobs,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, BlobError> {
+    let mut ids: std::collections::BTreeMap<String, (bool, Vec<String>)> = Default::default();
+    let prefix = format!("{IMPORTS}/");
+    for key in archive.list(IMPORTS).await? {
+        let Some((id, file)) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        let entry = ids.entry(id.to_string()).or_default();
+        if file == IMPORT_COMPLETE {
+            entry.0 = true;
+        } else if file.ends_with(".parquet") {
+            entry.1.push(key.clone());
         }
     }
-    Ok(())
+    Ok(ids
+        .into_iter()
+        .filter(|(_, (complete, _))| *complete)
+        .map(|(id, (_, mut files))| {
+            files.sort();
+            (id, files)
+        })
+        .collect())
 }
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new

@@ -44,6 +44,7 @@ fn config(brokers: String, dir: &std::path::Path, webhook: Option<String>) -> Se
     ServingConfig {
         brokers,
         layout: braid_store::Layout::new(dir),
+        archive: braid_store::Blobs::local(dir),
         views: set,
         http: "127.0.0.1:0".parse().unwrap(),
         openapi_extra: None,

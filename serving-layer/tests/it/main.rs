@@ -36,6 +36,7 @@ pub(crate) async fn serve_with_tokens(
         ServingConfig {
             brokers,
             layout: braid_store::Layout::new(data_dir),
+            archive: braid_store::Blobs::local(data_dir),
             views,
             http: "127.0.0.1:0".parse().unwrap(),
             openapi_extra: None,

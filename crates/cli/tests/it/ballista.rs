@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use braid_batch::archive::{EncodedRoll, write_roll};
-use braid_batch::import::write_import;
+use braid_batch::import::{publish_import, write_import};
 use braid_core::{Position, Record};
 use braid_store::views::{current_run, read_current};
 use braid_store::{Blobs, Layout};
@@ -91,6 +91,26 @@ fn published(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// An import of 2,000 readings of an old meter.
+fn imported() -> Vec<Record> {
+    (0..2_000)
+        .map(|i| Record {
+            reading: reading(
+                "meter-old",
+                "power_w",
+                1_690_000_000_000 + i * 60_000,
+                i as f64,
+            ),
+            ingest_ts: 1_690_000_000_000 + i * 60_000,
+            position: Position {
+                partition: -1,
+                offset: i,
+                index: 0,
+            },
+        })
+        .collect()
+}
+
 fn batch_run(dir: &Path, extra: &[&str]) -> String {
     batch_run_env(dir, extra, &[])
 }
@@ -147,23 +167,7 @@ fn a_ballista_run_writes_the_local_runs_bytes() {
     let local = tmp.path().join("local");
     for d in [&remote, &local] {
         archive(d, 0, 20_000);
-        let imported: Vec<Record> = (0..2_000)
-            .map(|i| Record {
-                reading: reading(
-                    "meter-old",
-                    "power_w",
-                    1_690_000_000_000 + i * 60_000,
-                    i as f64,
-                ),
-                ingest_ts: 1_690_000_000_000 + i * 60_000,
-                position: Position {
-                    partition: -1,
-                    offset: i,
-                    index: 0,
-                },
-            })
-            .collect();
-        write_import(&Layout::new(d), &imported).expect("import");
+        write_import(d, &imported()).expect("import");
     }
 
     let cluster = Ballista::start(tmp.path(), &[]);
@@ -188,9 +192,9 @@ fn a_ballista_run_writes_the_local_runs_bytes() {
     eprintln!("ballista full run: {remote_took:?}");
 }
 
-/// The executors read the archive from S3 themselves (the client sends
-/// them the store's URL, they take the credentials from their own AWS_*
-/// variables): the run is the local run's, byte for byte.
+/// The executors read the archive, an import included, from S3 themselves
+/// (the client sends them the store's URL, they take the credentials from
+/// their own AWS_* variables): the run is the local run's, byte for byte.
 #[test]
 fn a_ballista_run_reads_the_archive_on_s3() {
     let moto = Moto::start();
@@ -211,11 +215,13 @@ fn a_ballista_run_reads_the_archive_on_s3() {
                 roll.publish(&store).await.expect("publish");
             }
         }
+        publish_import(&store, &imported()).await.expect("import");
     });
     archive(&local, 0, 20_000);
+    write_import(&local, &imported()).expect("import");
     let cluster = Ballista::start(tmp.path(), &env);
     let out = batch_run_env(&remote, &["--ballista", &cluster.url], &env);
-    assert!(out.contains("(60000 records, full"), "{out}");
+    assert!(out.contains("(62000 records, full"), "{out}");
     batch_run(&local, &[]);
     assert_same(&remote, &local);
     cluster.assert_both_ran();

@@ -11,9 +11,9 @@
 //! run fails naming the store and publishes nothing, and ingest and
 //! serving go on. Afterwards both catch up; the speed worker is killed
 //! with `kill -9` and restarted, and with more readings it restores every
-//! partition from the bucket (the data directory has no checkpoint); a
-//! batch run reads the archive and the sealed boundaries from S3 and
-//! publishes there, serving picks the run up from the bucket, and
+//! partition from the bucket (the data directory has no checkpoint); an
+//! import goes to the bucket; a batch run reads the archive, the import and
+//! the sealed boundaries from S3 and publishes there, serving picks the run up from the bucket, and
 //! `braid verify` finds every offset of the log archived exactly once and
 //! every served window equal to a from-scratch recomputation.
 
@@ -198,7 +198,7 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     env.push(("BRAID_VIEWS_URL".into(), views_url.into()));
     let mut c = Cluster::start(Setup {
         roll_age: "2s",
-        env,
+        env: env.clone(),
         ..Setup::default()
     });
     let direct = Blobs::open_with(url, &direct_options(&moto.addr)).expect("open");
@@ -279,27 +279,30 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         sim.wait().expect("simulator").success(),
         "the simulator failed"
     );
-    let log = braid_testkit::logs::read_log(&c.brokers);
-    let ends = braid_testkit::logs::log_ends(&log);
-    let t = Instant::now();
-    loop {
-        let inv = rt
-            .block_on(braid_batch::archive::inventory(&direct))
-            .expect("inventory");
-        let archived: std::collections::BTreeMap<i32, i64> = inv
-            .iter()
-            .filter_map(|(p, rs)| Some((*p, rs.last()?.last + 1)))
-            .collect();
-        if archived == ends {
-            break;
+    // Waits until the archive holds every offset of the log.
+    let caught_up = |c: &Cluster| {
+        let ends = braid_testkit::logs::log_ends(&braid_testkit::logs::read_log(&c.brokers));
+        let t = Instant::now();
+        loop {
+            let inv = rt
+                .block_on(braid_batch::archive::inventory(&direct))
+                .expect("inventory");
+            let archived: std::collections::BTreeMap<i32, i64> = inv
+                .iter()
+                .filter_map(|(p, rs)| Some((*p, rs.last()?.last + 1)))
+                .collect();
+            if archived == ends {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the archive never caught up: {archived:?} of {ends:?}\n{}",
+                c.logs("archive")
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the archive never caught up: {archived:?} of {ends:?}\n{}",
-            c.logs("archive")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    };
+    caught_up(&c);
     assert!(markers().len() > before.len(), "no roll after the outage");
     assert_ne!(
         checkpoints(),
@@ -315,7 +318,38 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
         c.home_fleet(5, 14).wait().expect("simulator").success(),
         "the simulator failed"
     );
+    caught_up(&c);
     assert!(!c.data_dir().join("speed").exists());
+    // History backfilled into the archive in the bucket: the batch run
+    // includes it, and verify reads it from there.
+    let day_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 86_400_000;
+    let csv: String = std::iter::once("device_id,metric,ts,value\n".to_string())
+        .chain((0..50).map(|i| format!("carpark-old,occupancy,{},{}\n", day_ago + i * 60_000, i)))
+        .collect();
+    let history = c.dir().join("history.csv");
+    std::fs::write(&history, csv).expect("csv");
+    let out = crate::cluster::run_env(
+        &[
+            "import",
+            history.to_str().expect("path"),
+            "--data-dir",
+            &c.data,
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "braid import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imports = rt
+        .block_on(braid_store::layout::complete_imports(&direct))
+        .expect("list imports");
+    assert_eq!(imports.len(), 1, "{imports:?}");
     c.batch_run();
     let report = c.verify_clean("s3 outage");
     let log = braid_testkit::logs::read_log(&c.brokers);
@@ -326,7 +360,7 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     );
     // The archive and the checkpoints are in the bucket, not the data
     // directory.
-    assert!(!c.data_dir().join("archive/readings").exists());
+    assert!(!c.data_dir().join("archive").exists());
     assert!(!c.data_dir().join("speed").exists());
     assert!(current().is_some(), "no run published in the bucket");
     assert!(!c.data_dir().join("views/home_power/CURRENT").exists());
