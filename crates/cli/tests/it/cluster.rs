@@ -431,6 +431,30 @@ impl Cluster {
         ])
     }
 
+    /// `braid import` of 50 readings of `carpark-old` a day ago (with the
+    /// roles' environment), to completion.
+    pub fn import_history(&self) {
+        let day_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64
+            - 86_400_000;
+        let csv: String = std::iter::once("device_id,metric,ts,value\n".to_string())
+            .chain(
+                (0..50).map(|i| format!("carpark-old,occupancy,{},{}\n", day_ago + i * 60_000, i)),
+            )
+            .collect();
+        let history = self.dir().join("history.csv");
+        std::fs::write(&history, csv).expect("csv");
+        let path = history.to_str().expect("path");
+        let out = run_env(&["import", path, "--data-dir", &self.data], &self.setup.env);
+        assert!(
+            out.status.success(),
+            "braid import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `braid batch run`, as cron runs it, to completion.
     pub fn try_batch_run(&self) -> Output {
         run_env(

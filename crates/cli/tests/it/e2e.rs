@@ -46,27 +46,7 @@ fn a_minute_of_traffic_with_a_killed_speed_worker_verifies_clean() {
     c.spawn("speed");
     // History backfilled straight into the archive: the next batch run
     // includes it, and verify must count it from the run's manifest.
-    let day_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 86_400_000;
-    let csv: String = std::iter::once("device_id,metric,ts,value\n".to_string())
-        .chain((0..50).map(|i| format!("carpark-old,occupancy,{},{}\n", day_ago + i * 60_000, i)))
-        .collect();
-    let history = c.dir().join("history.csv");
-    std::fs::write(&history, csv).expect("csv");
-    let out = run(&[
-        "import",
-        history.to_str().expect("path"),
-        "--data-dir",
-        &c.data,
-    ]);
-    assert!(
-        out.status.success(),
-        "braid import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.import_history();
     at(started, 45.0);
     c.batch_run();
     let status = sim.wait().expect("simulator");

@@ -198,7 +198,7 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     env.push(("BRAID_VIEWS_URL".into(), views_url.into()));
     let mut c = Cluster::start(Setup {
         roll_age: "2s",
-        env: env.clone(),
+        env,
         ..Setup::default()
     });
     let direct = Blobs::open_with(url, &direct_options(&moto.addr)).expect("open");
@@ -322,30 +322,7 @@ fn the_archive_on_s3_rides_out_a_bucket_outage() {
     assert!(!c.data_dir().join("speed").exists());
     // History backfilled into the archive in the bucket: the batch run
     // includes it, and verify reads it from there.
-    let day_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 86_400_000;
-    let csv: String = std::iter::once("device_id,metric,ts,value\n".to_string())
-        .chain((0..50).map(|i| format!("carpark-old,occupancy,{},{}\n", day_ago + i * 60_000, i)))
-        .collect();
-    let history = c.dir().join("history.csv");
-    std::fs::write(&history, csv).expect("csv");
-    let out = crate::cluster::run_env(
-        &[
-            "import",
-            history.to_str().expect("path"),
-            "--data-dir",
-            &c.data,
-        ],
-        &env,
-    );
-    assert!(
-        out.status.success(),
-        "braid import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.import_history();
     let imports = rt
         .block_on(braid_store::layout::complete_imports(&direct))
         .expect("list imports");
