@@ -37,7 +37,6 @@
 //! to the dead-letter topic).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -303,12 +302,6 @@ pub async fn inventory(archive: &Blobs) -> Result<BTreeMap<i32, Vec<Roll>>, Batc
         }
     }
     Ok(out)
-}
-
-/// Reads an archive (or import) file back into records, in file order.
-pub fn read_records(path: &Path) -> Result<Vec<Record>, BatchError> {
-    let bytes = fs::read(path).map_err(io(path))?;
-    records_in(&path.display().to_string(), bytes::Bytes::from(bytes))
 }
 
 /// Decodes the archive file `name` (for messages) held in `bytes`.

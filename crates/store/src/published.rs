@@ -89,6 +89,14 @@ pub fn block_on<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) 
     rx.recv().expect("the object store runtime stopped")
 }
 
+/// A removal of `path` that found nothing to remove is no error.
+fn missing_ok(removed: std::io::Result<()>, path: &Path) -> Result<(), StoreError> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 fn blob(e: BlobError) -> StoreError {
     StoreError::Blob(Box::new(e))
 }
@@ -176,11 +184,7 @@ impl Published {
         match self {
             Self::Local(root) => {
                 let path = root.join(key);
-                match fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io(&path)(e)),
-                }
+                missing_ok(fs::remove_file(&path), &path)
             }
             Self::Remote { blobs, .. } => {
                 let (blobs, key) = (blobs.clone(), key.to_string());
@@ -194,11 +198,7 @@ impl Published {
         match self {
             Self::Local(root) => {
                 let path = root.join(dir);
-                match fs::remove_dir_all(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(io(&path)(e)),
-                }
+                missing_ok(fs::remove_dir_all(&path), &path)
             }
             Self::Remote { blobs, .. } => {
                 let (blobs, dir) = (blobs.clone(), dir.to_string());
